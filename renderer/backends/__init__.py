@@ -1,0 +1,17 @@
+"""Lip-sync backends behind one protocol; `create_backend` picks one from the options."""
+
+from __future__ import annotations
+
+from renderer.backends.base import Backend
+from renderer.options import RendererOptions
+
+
+def create_backend(options: RendererOptions) -> Backend:
+    if options.backend == "warp":
+        from renderer.backends.warp import WarpBackend
+
+        return WarpBackend(options=options)
+    raise ValueError(f"unknown renderer backend {options.backend!r}")
+
+
+__all__ = ["Backend", "create_backend"]
