@@ -8,6 +8,10 @@ import sys
 # command -> module with `run(command: str, argv: list[str]) -> int`
 _COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("renderer.cli", "render a photo and an audio file to a lip-synced MP4"),
+    "serve": ("session_api.cli", "run the Atlas API (and, on embedded defaults, a job worker)"),
+    "worker": ("session_api.cli", "run offline job workers against the shared database"),
+    "keys": ("session_api.cli", "create, list and revoke API keys"),
+    "migrate": ("session_api.cli", "upgrade the database schema"),
 }
 
 _USAGE = "usage: atlas COMMAND [ARGS...]\n\ncommands:\n"

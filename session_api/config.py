@@ -1,0 +1,94 @@
+"""Settings from the environment (prefix ATLAS_), read when asked for, never at import."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET = "dev-insecure-secret-change-me"
+_PLACEHOLDERS = frozenset({"", DEV_SECRET, "change-me", "changeme", "secret", "CHANGE_ME"})
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ATLAS_", extra="ignore")
+
+    env: Literal["dev", "prod"] = "dev"
+    data_dir: Path = Path("./atlas-data")
+    database_url: str | None = None
+    storage_url: str | None = None
+    # Optional S3 endpoint override (SeaweedFS, MinIO...); AWS_ENDPOINT_URL_S3 also works.
+    s3_endpoint_url: str | None = None
+    redis_url: str | None = None
+    public_url: str = "http://127.0.0.1:8000"
+    secret_key: str = DEV_SECRET
+
+    # Offline jobs (DESIGN §7)
+    max_upload_bytes: int = 50 * 1024 * 1024
+    job_timeout_s: float = 300.0
+    job_max_attempts: int = 3
+    lease_s: float = 30.0
+    heartbeat_s: float = 5.0
+    poll_interval_s: float = 0.5
+    result_ttl_s: int = 24 * 3600
+    cleanup_interval_s: float = 300.0
+    worker_concurrency: int = 1
+    # `atlas serve` runs a worker in-process unless this is false (then run `atlas worker`).
+    embedded_worker: bool = True
+
+    # Rate limits
+    default_rpm: int = 30
+
+    # Webhooks
+    webhook_timeout_s: float = 10.0
+    webhook_retry_delays_s: tuple[float, ...] = (5.0, 30.0, 120.0)
+    # Networks a webhook may reach although private (for tests and trusted internal receivers).
+    webhook_allow_networks: list[str] = Field(default_factory=list)
+    # CA bundle to verify webhook receivers with (None: the system store).
+    webhook_ca_file: str | None = None
+
+    db_busy_timeout_s: float = 5.0
+
+    renderer_backend: Literal["warp", "wav2lip"] = "warp"
+    renderer_model: str | None = None
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secret(self) -> Settings:
+        if self.env != "dev" and self.secret_key.strip() in _PLACEHOLDERS:
+            raise ValueError("ATLAS_SECRET_KEY must be set to a real secret outside dev")
+        if self.env != "dev" and len(self.secret_key) < 16:
+            raise ValueError("ATLAS_SECRET_KEY must be at least 16 characters outside dev")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'atlas.db').resolve()}"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        if self.storage_url:
+            return self.storage_url
+        return f"file://{(self.data_dir / 'storage').resolve()}"
+
+    @property
+    def storage_kind(self) -> Literal["file", "s3"]:
+        scheme = urlsplit(self.resolved_storage_url).scheme
+        if scheme not in {"file", "s3"}:
+            raise ValueError(f"ATLAS_STORAGE_URL must be file:// or s3://, got {scheme}://")
+        return "s3" if scheme == "s3" else "file"
+
+    @property
+    def is_embedded(self) -> bool:
+        """True on the laptop defaults: SQLite and local files."""
+        return self.resolved_database_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

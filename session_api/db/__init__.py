@@ -1,0 +1,1 @@
+"""The database: models, engine/session ownership and alembic migrations."""

@@ -1,0 +1,1 @@
+"""Offline jobs: the database queue and the worker that renders them."""

@@ -1,0 +1,343 @@
+"""The jobs table is the queue: claim, lease, heartbeat, retry, finish (DESIGN §7).
+
+A claim takes the oldest pending job with SELECT ... FOR UPDATE SKIP LOCKED on PostgreSQL, and
+inside a short BEGIN IMMEDIATE transaction on SQLite. A claimed job carries a lease that the
+worker renews; when a lease runs out (the worker died), the job goes back to pending until it
+has used its attempts, and then fails with generation_failed.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from session_api.db.models import Job, KeyUsage, WebhookDelivery
+from session_api.db.session import Database
+from session_api.errors import MonthlyCapExceeded
+
+FAILED_MESSAGE = "Processing failed. Please try again."
+GENERATION_FAILED = "generation_failed"
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_job_id() -> str:
+    return secrets.token_hex(8)
+
+
+def month_of(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewJob:
+    key_id: int
+    audio_key: str
+    image_key: str
+    audio_size: int
+    image_size: int
+    callback_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimedJob:
+    id: str
+    key_id: int
+    attempt: int
+    audio_key: str
+    image_key: str
+
+
+# Builds the webhook body for a finished job (it needs a presigned URL, so it is async upstream).
+WebhookBody = str
+
+
+class JobQueue:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        lease_s: float = 30.0,
+        max_attempts: int = 3,
+        clock: Clock = utcnow,
+        failed_webhook: Callable[[Job], WebhookBody] | None = None,
+    ) -> None:
+        self.db = db
+        self.failed_webhook = failed_webhook
+        self.lease = timedelta(seconds=lease_s)
+        self.max_attempts = max_attempts
+        self.clock = clock
+
+    # --- submit ------------------------------------------------------------------------------
+    async def submit(self, job_id: str, new: NewJob, *, monthly_cap: int | None) -> Job:
+        """Insert a pending job, counting it against the key's monthly cap atomically."""
+        now = self.clock()
+        async with self.db.write() as session:
+            await self._count_usage(session, new.key_id, now, monthly_cap)
+            job = Job(
+                id=job_id,
+                key_id=new.key_id,
+                type="video",
+                status="pending",
+                created_at=now,
+                attempts=0,
+                progress=0,
+                audio_key=new.audio_key,
+                image_key=new.image_key,
+                audio_size=new.audio_size,
+                image_size=new.image_size,
+                callback_url=new.callback_url,
+            )
+            session.add(job)
+        return job
+
+    async def _count_usage(
+        self, session: AsyncSession, key_id: int, now: datetime, cap: int | None
+    ) -> None:
+        month = month_of(now)
+        exists = await session.get(KeyUsage, (key_id, month))
+        if exists is None:
+            session.add(KeyUsage(key_id=key_id, month=month, requests=0))
+            await session.flush()
+        conditions = [KeyUsage.key_id == key_id, KeyUsage.month == month]
+        if cap is not None:
+            conditions.append(KeyUsage.requests < cap)
+        result = await session.execute(
+            update(KeyUsage).where(*conditions).values(requests=KeyUsage.requests + 1)
+        )
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            raise MonthlyCapExceeded()
+
+    async def usage(self, key_id: int) -> int:
+        async with self.db.session() as session:
+            row = await session.get(KeyUsage, (key_id, month_of(self.clock())))
+            return row.requests if row else 0
+
+    # --- reads -------------------------------------------------------------------------------
+    async def get(self, job_id: str, *, key_id: int) -> Job | None:
+        async with self.db.session() as session:
+            job = await session.get(Job, job_id)
+        return job if job is not None and job.key_id == key_id else None
+
+    async def list_for_key(self, *, key_id: int, limit: int, offset: int) -> tuple[list[Job], int]:
+        async with self.db.session() as session:
+            rows = await session.execute(
+                select(Job)
+                .where(Job.key_id == key_id)
+                .order_by(Job.created_at.desc(), Job.id.desc())
+                .limit(limit)
+                .offset(offset)
+            )
+            count = await session.scalar(
+                select(func.count()).select_from(Job).where(Job.key_id == key_id)
+            )
+        return list(rows.scalars()), int(count or 0)
+
+    async def queue_position(self, job: Job) -> int:
+        """Pending jobs ahead of this one (0 once it is no longer pending)."""
+        if job.status != "pending":
+            return 0
+        async with self.db.session() as session:
+            ahead = await session.scalar(
+                select(func.count())
+                .select_from(Job)
+                .where(
+                    Job.status == "pending",
+                    or_(
+                        Job.created_at < job.created_at,
+                        and_(Job.created_at == job.created_at, Job.id < job.id),
+                    ),
+                )
+            )
+        return int(ahead or 0)
+
+    async def depth(self) -> dict[str, int]:
+        async with self.db.session() as session:
+            rows = await session.execute(select(Job.status, func.count()).group_by(Job.status))
+        counts = {"pending": 0, "processing": 0, "completed": 0, "failed": 0}
+        counts.update({status: int(n) for status, n in rows.tuples()})
+        return counts
+
+    # --- worker side -------------------------------------------------------------------------
+    async def claim(self, worker_id: str) -> ClaimedJob | None:
+        await self.recover_expired()
+        now = self.clock()
+        async with self.db.write() as session:
+            job = (
+                await session.execute(
+                    select(Job)
+                    .where(Job.status == "pending")
+                    .order_by(Job.created_at, Job.id)
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                )
+            ).scalar_one_or_none()
+            if job is None:
+                return None
+            job.status = "processing"
+            job.attempts += 1
+            job.lease_owner = worker_id
+            job.lease_expires_at = now + self.lease
+            job.progress = 0
+            if job.started_at is None:
+                job.started_at = now
+            return ClaimedJob(
+                id=job.id,
+                key_id=job.key_id,
+                attempt=job.attempts,
+                audio_key=job.audio_key,
+                image_key=job.image_key,
+            )
+
+    async def heartbeat(self, job_id: str, worker_id: str, *, progress: int) -> bool:
+        """Renew the lease; False when this worker no longer owns the job."""
+        now = self.clock()
+        async with self.db.write() as session:
+            result = await session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.lease_owner == worker_id, Job.status == "processing")
+                .values(lease_expires_at=now + self.lease, progress=max(0, min(progress, 99)))
+            )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def complete(
+        self,
+        job_id: str,
+        worker_id: str,
+        *,
+        output_key: str,
+        output_size: int,
+        duration: float,
+        result_ttl_s: int,
+        webhook: Callable[[Job], WebhookBody] | None = None,
+    ) -> bool:
+        now = self.clock()
+        async with self.db.write() as session:
+            job = await self._owned(session, job_id, worker_id)
+            if job is None:
+                return False
+            job.status = "completed"
+            job.completed_at = now
+            job.progress = 100
+            job.output_key = output_key
+            job.output_size = output_size
+            job.output_duration = duration
+            job.result_expires_at = now + timedelta(seconds=result_ttl_s)
+            self._release(job)
+            if job.callback_url and webhook is not None:
+                session.add(_delivery(job, webhook(job), now))
+        return True
+
+    async def fail(
+        self,
+        job_id: str,
+        worker_id: str,
+        *,
+        retry: bool,
+        error: str = FAILED_MESSAGE,
+        error_code: str = GENERATION_FAILED,
+    ) -> str | None:
+        """Retry (back to pending) or fail the job; returns the new status, None if not owned."""
+        now = self.clock()
+        async with self.db.write() as session:
+            job = await self._owned(session, job_id, worker_id)
+            if job is None:
+                return None
+            self._release(job)
+            if retry and job.attempts < self.max_attempts:
+                job.status = "pending"
+                job.progress = 0
+                return "pending"
+            self._mark_failed(job, now, error, error_code)
+            self._announce_failure(session, job, now)
+            return "failed"
+
+    async def recover_expired(self) -> list[str]:
+        """Jobs whose lease ran out go back to pending, or fail after max attempts."""
+        now = self.clock()
+        async with self.db.write() as session:
+            jobs = (
+                await session.execute(
+                    select(Job)
+                    .where(Job.status == "processing", Job.lease_expires_at < now)
+                    .with_for_update(skip_locked=True)
+                )
+            ).scalars()
+            touched = []
+            for job in jobs:
+                self._release(job)
+                if job.attempts < self.max_attempts:
+                    job.status = "pending"
+                    job.progress = 0
+                else:
+                    self._mark_failed(job, now, FAILED_MESSAGE, GENERATION_FAILED)
+                    self._announce_failure(session, job, now)
+                touched.append(job.id)
+        return touched
+
+    async def expired_results(self, *, limit: int = 100) -> list[tuple[str, str]]:
+        """(job_id, output_key) of completed jobs whose result is past its 24 h."""
+        async with self.db.session() as session:
+            rows = await session.execute(
+                select(Job.id, Job.output_key)
+                .where(
+                    Job.status == "completed",
+                    Job.output_key.is_not(None),
+                    Job.result_expires_at < self.clock(),
+                )
+                .limit(limit)
+            )
+        return [(job_id, key) for job_id, key in rows.tuples() if key is not None]
+
+    async def forget_output(self, job_id: str) -> None:
+        async with self.db.write() as session:
+            await session.execute(update(Job).where(Job.id == job_id).values(output_key=None))
+
+    # --- helpers -----------------------------------------------------------------------------
+    @staticmethod
+    async def _owned(session: AsyncSession, job_id: str, worker_id: str) -> Job | None:
+        job = (
+            await session.execute(select(Job).where(Job.id == job_id).with_for_update())
+        ).scalar_one_or_none()
+        if job is None or job.status != "processing" or job.lease_owner != worker_id:
+            return None
+        return job
+
+    def _announce_failure(self, session: AsyncSession, job: Job, now: datetime) -> None:
+        if job.callback_url and self.failed_webhook is not None:
+            session.add(_delivery(job, self.failed_webhook(job), now))
+
+    @staticmethod
+    def _release(job: Job) -> None:
+        job.lease_owner = None
+        job.lease_expires_at = None
+
+    @staticmethod
+    def _mark_failed(job: Job, now: datetime, error: str, error_code: str) -> None:
+        job.status = "failed"
+        job.completed_at = now
+        job.error = error
+        job.error_code = error_code
+
+
+def _delivery(job: Job, body: str, now: datetime) -> WebhookDelivery:
+    assert job.callback_url is not None
+    return WebhookDelivery(
+        job_id=job.id,
+        key_id=job.key_id,
+        url=job.callback_url,
+        body=body,
+        status="pending",
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+    )

@@ -1,0 +1,318 @@
+"""The offline worker: claims jobs, renders them with renderer.offline, stores the MP4.
+
+Rendering is synchronous and CPU-heavy, so it runs in the worker's own thread pool; the event
+loop keeps the lease alive meanwhile. The renderer's progress callback is also where a timeout
+or a lost lease stops the render.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+from renderer.errors import RendererInputError
+from renderer.face import FaceAsset
+from renderer.options import RendererOptions
+from session_api.db.models import Job
+from session_api.jobs.queue import ClaimedJob, JobQueue
+from session_api.metrics import Metrics
+from session_api.storage import Storage
+from session_api.webhooks import completed_body
+
+logger = logging.getLogger("session_api")
+
+OUTPUT_NAME = "output.mp4"
+
+
+class RenderOutcome(Protocol):
+    @property
+    def frames(self) -> int: ...
+    @property
+    def duration_s(self) -> float: ...
+
+
+class RenderFn(Protocol):
+    def __call__(
+        self,
+        audio: str | Path,
+        face: FaceAsset,
+        out: str | Path,
+        *,
+        options: RendererOptions | None = ...,
+        on_progress: Callable[[float], None] | None = ...,
+    ) -> RenderOutcome: ...
+
+
+class JobTimedOut(Exception):
+    pass
+
+
+class LeaseLost(Exception):
+    pass
+
+
+class _Progress:
+    """Shared between the render thread (writer) and the event loop (reader)."""
+
+    def __init__(self, deadline: float) -> None:
+        self.fraction = 0.0
+        self.deadline = deadline
+        self.lost = threading.Event()
+
+    def __call__(self, fraction: float) -> None:
+        self.fraction = fraction
+        if self.lost.is_set():
+            raise LeaseLost()
+        if time.monotonic() > self.deadline:
+            raise JobTimedOut()
+
+
+def default_render() -> RenderFn:
+    from renderer.offline import render_file
+
+    render: RenderFn = render_file
+    return render
+
+
+def output_key(job_id: str) -> str:
+    return f"jobs/{job_id}/{OUTPUT_NAME}"
+
+
+class JobWorker:
+    def __init__(
+        self,
+        *,
+        queue: JobQueue,
+        storage: Storage,
+        public_url: str,
+        concurrency: int = 1,
+        timeout_s: float = 300.0,
+        heartbeat_s: float = 5.0,
+        poll_interval_s: float = 0.5,
+        result_ttl_s: int = 86400,
+        options: RendererOptions | None = None,
+        render: RenderFn | None = None,
+        metrics: Metrics | None = None,
+        worker_id: str | None = None,
+        work_dir: Path | None = None,
+    ) -> None:
+        self.queue = queue
+        self.storage = storage
+        self.public_url = public_url
+        self.concurrency = max(1, concurrency)
+        self.timeout_s = timeout_s
+        self.heartbeat_s = heartbeat_s
+        self.poll_interval_s = poll_interval_s
+        self.result_ttl_s = result_ttl_s
+        self.options = options or RendererOptions()
+        self._render = render
+        self.metrics = metrics
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.work_dir = work_dir
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.concurrency, thread_name_prefix="atlas-render"
+        )
+        self._stop = asyncio.Event()
+        self.busy = 0
+
+    @property
+    def render(self) -> RenderFn:
+        if self._render is None:
+            self._render = default_render()
+        return self._render
+
+    async def run(self) -> None:
+        """Process jobs with `concurrency` slots until aclose()."""
+        async with asyncio.TaskGroup() as group:
+            for _ in range(self.concurrency):
+                group.create_task(self._slot())
+
+    async def _slot(self) -> None:
+        while not self._stop.is_set():
+            try:
+                worked = await self.run_once()
+            except Exception:
+                logger.exception("worker loop error")
+                worked = False
+            if not worked:
+                try:
+                    await asyncio.wait_for(self._stop.wait(), self.poll_interval_s)
+                except TimeoutError:
+                    pass
+
+    async def run_once(self) -> bool:
+        """Claim and process one job; False when the queue was empty."""
+        job = await self.queue.claim(self.worker_id)
+        if job is None:
+            return False
+        self.busy += 1
+        try:
+            await self._process(job)
+        finally:
+            self.busy -= 1
+        return True
+
+    async def _process(self, job: ClaimedJob) -> None:
+        started = time.monotonic()
+        logger.info("job claimed", extra={"job_id": job.id, "attempt": job.attempt})
+        with tempfile.TemporaryDirectory(prefix="atlas-job-", dir=self.work_dir) as tmp:
+            try:
+                outcome, out_path = await self._render_job(job, Path(tmp))
+            except LeaseLost:
+                logger.warning("job lease lost", extra={"job_id": job.id})
+                return
+            except RendererInputError as exc:
+                await self._finish_failed(job, retry=False, error=str(exc), code="invalid_input")
+                self._observe("invalid_input", started)
+                return
+            except JobTimedOut:
+                msg = f"Processing timed out after {self.timeout_s:g} s."
+                await self._finish_failed(job, retry=False, error=msg, code="generation_failed")
+                self._observe("timeout", started)
+                return
+            except Exception:
+                logger.exception("job attempt failed", extra={"job_id": job.id})
+                await self._finish_failed(job, retry=True)
+                self._observe("error", started)
+                return
+            await self._finish_completed(job, outcome, out_path)
+            self._observe("completed", started)
+
+    async def _render_job(self, job: ClaimedJob, tmp: Path) -> tuple[RenderOutcome, Path]:
+        audio_path, image_path, out_path = tmp / "audio", tmp / "image", tmp / OUTPUT_NAME
+        await self.storage.get_file(job.audio_key, audio_path)
+        await self.storage.get_file(job.image_key, image_path)
+        progress = _Progress(time.monotonic() + self.timeout_s)
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(
+            self._executor, self._render_blocking, audio_path, image_path, out_path, progress
+        )
+        beat = asyncio.create_task(self._heartbeat(job, progress))
+        try:
+            outcome = await asyncio.wait_for(asyncio.shield(future), self.timeout_s)
+        except TimeoutError:
+            progress.lost.set()  # the thread stops at its next progress report
+            raise JobTimedOut() from None
+        finally:
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
+        if progress.lost.is_set():
+            raise LeaseLost()
+        return outcome, out_path
+
+    def _render_blocking(
+        self, audio: Path, image: Path, out: Path, progress: _Progress
+    ) -> RenderOutcome:
+        face = FaceAsset.prepare(image.read_bytes(), options=self.options)
+        return self.render(audio, face, out, options=self.options, on_progress=progress)
+
+    async def _heartbeat(self, job: ClaimedJob, progress: _Progress) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            owned = await self.queue.heartbeat(
+                job.id, self.worker_id, progress=int(progress.fraction * 100)
+            )
+            if not owned:
+                progress.lost.set()
+                return
+
+    async def _finish_completed(self, job: ClaimedJob, outcome: RenderOutcome, out: Path) -> None:
+        key = output_key(job.id)
+        try:
+            await self.storage.put_file(key, out, content_type="video/mp4")
+            url = await self.storage.presign(
+                key, expires_in=self.result_ttl_s, filename=f"{job.id}.mp4"
+            )
+        except Exception:
+            logger.exception("job output upload failed", extra={"job_id": job.id})
+            await self._finish_failed(job, retry=True)
+            return
+
+        def body(row: Job) -> str:
+            return completed_body(
+                row, url=url, expires_in=self.result_ttl_s, public_url=self.public_url
+            )
+
+        size = (await asyncio.to_thread(out.stat)).st_size
+        done = await self.queue.complete(
+            job.id,
+            self.worker_id,
+            output_key=key,
+            output_size=size,
+            duration=float(outcome.duration_s),
+            result_ttl_s=self.result_ttl_s,
+            webhook=body,
+        )
+        if done:
+            await self._drop_inputs(job)
+            logger.info("job completed", extra={"job_id": job.id})
+        else:
+            await self.storage.delete(key)
+
+    async def _finish_failed(
+        self, job: ClaimedJob, *, retry: bool, error: str | None = None, code: str | None = None
+    ) -> None:
+        kwargs: dict[str, Any] = {}
+        if error is not None:
+            kwargs["error"] = error
+        if code is not None:
+            kwargs["error_code"] = code
+        status = await self.queue.fail(job.id, self.worker_id, retry=retry, **kwargs)
+        if status == "failed":
+            await self._drop_inputs(job)
+        logger.info("job attempt ended", extra={"job_id": job.id, "status": status})
+
+    async def _drop_inputs(self, job: ClaimedJob) -> None:
+        try:
+            await self.storage.delete(job.audio_key, job.image_key)
+        except Exception:
+            logger.warning("input cleanup failed", extra={"job_id": job.id})
+
+    def _observe(self, outcome: str, started: float) -> None:
+        if self.metrics is not None:
+            self.metrics.job_duration.labels(outcome=outcome).observe(time.monotonic() - started)
+
+    async def aclose(self) -> None:
+        self._stop.set()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class ResultCleaner:
+    """Deletes results older than their TTL, so /result answers no_output."""
+
+    def __init__(self, *, queue: JobQueue, storage: Storage, interval_s: float = 300.0) -> None:
+        self.queue = queue
+        self.storage = storage
+        self.interval_s = interval_s
+        self._stop = asyncio.Event()
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.clean_once()
+            except Exception:
+                logger.exception("result cleanup error")
+            try:
+                await asyncio.wait_for(self._stop.wait(), self.interval_s)
+            except TimeoutError:
+                pass
+
+    async def clean_once(self) -> int:
+        expired = await self.queue.expired_results()
+        for job_id, key in expired:
+            await self.storage.delete(key)
+            await self.queue.forget_output(job_id)
+        return len(expired)
+
+    async def aclose(self) -> None:
+        self._stop.set()

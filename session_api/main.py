@@ -1,0 +1,59 @@
+"""create_app(): the FastAPI app; its lifespan owns the database, storage, queue and worker."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from session_api.config import Settings, get_settings
+from session_api.errors import install_error_handlers
+from session_api.jobs.worker import RenderFn
+from session_api.metrics import Metrics, MetricsMiddleware
+from session_api.routes import files, jobs, meta
+from session_api.services import open_services
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    worker: bool | None = None,
+    migrate: bool = True,
+    background: bool = True,
+    render: RenderFn | None = None,
+) -> FastAPI:
+    """The API. `worker` (default: settings.embedded_worker) runs the job worker in-process."""
+    settings = settings or get_settings()
+    run_worker = settings.embedded_worker if worker is None else worker
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = await open_services(
+            settings,
+            migrate=migrate,
+            worker=run_worker,
+            background=background,
+            render=render,
+            metrics=metrics,
+        )
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await services.aclose()
+
+    app = FastAPI(
+        title="Atlas API (self-hosted)",
+        version="8.0",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    install_error_handlers(app)
+    app.include_router(meta.router)
+    app.include_router(jobs.router)
+    app.include_router(files.router)
+    return app

@@ -1,0 +1,79 @@
+"""What we accept, judged from content: audio (wav, mp3, ogg, webm) and images (png, jpeg, webp)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from renderer.errors import RendererInputError, UnsupportedMediaError
+from renderer.face import FaceAsset
+from renderer.image_io import sniff_image_format
+from renderer.options import RendererOptions
+
+AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "ogg": "audio/ogg", "webm": "audio/webm"}
+IMAGE_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+class MediaRejected(Exception):
+    """Empty, undecodable or faceless media: a 400 invalid_input. str() is user-facing."""
+
+
+class MediaUnsupported(Exception):
+    """Not a format we take: a 415. str() is user-facing."""
+
+
+def sniff_audio_format(head: bytes) -> str | None:
+    """'wav' | 'mp3' | 'ogg' | 'webm' from the first bytes; None for anything else."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "wav"
+    if head[:4] == b"OggS":
+        return "ogg"
+    if head[:4] == b"\x1a\x45\xdf\xa3":  # EBML: WebM / Matroska
+        return "webm"
+    if head[:3] == b"ID3":
+        return "mp3"
+    # MPEG audio frame sync: 11 set bits, and a layer other than 00 (which would be AAC/ADTS).
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and (head[1] >> 1) & 3:
+        return "mp3"
+    return None
+
+
+def check_audio(path: Path) -> float:
+    """Decode the start of the file; returns the duration in seconds (0.0 if unknown).
+
+    Blocking (PyAV): call it in a thread.
+    """
+    import av
+
+    try:
+        with av.open(str(path), mode="r") as container:
+            if not container.streams.audio:
+                raise MediaRejected("audio file has no audio stream")
+            stream = container.streams.audio[0]
+            samples = 0
+            for frame in container.decode(stream):
+                samples += frame.samples
+                if samples >= 1024:
+                    break
+            if samples == 0:
+                raise MediaRejected("audio file contains no samples")
+            duration = 0.0
+            if container.duration is not None:
+                duration = container.duration / 1_000_000
+            return duration
+    except MediaRejected:
+        raise
+    except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
+        raise MediaRejected("audio file could not be decoded") from exc
+
+
+def check_image(path: Path, options: RendererOptions) -> None:
+    """Decode the photo and find a face in it. Blocking: call it in a thread."""
+    data = path.read_bytes()
+    if sniff_image_format(data[:16]) is None:
+        raise MediaUnsupported("Unsupported image format: use PNG, JPEG or WebP.")
+    try:
+        FaceAsset.prepare(data, options=options)
+    except UnsupportedMediaError as exc:
+        raise MediaUnsupported(str(exc)) from exc
+    except RendererInputError as exc:
+        raise MediaRejected(str(exc)) from exc

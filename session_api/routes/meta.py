@@ -1,0 +1,95 @@
+"""GET /, /v1/health, /v1/status, /v1/me and /metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from session_api.deps import CallerDep, ServicesDep
+from session_api.schemas import (
+    Health,
+    Me,
+    MonthlyCapInfo,
+    RateLimitInfo,
+    Services,
+    SystemStatus,
+)
+from session_api.webhooks import pending_count
+
+router = APIRouter()
+
+ENDPOINTS = {
+    "POST /v1/generate": "Audio + image → lip-sync avatar video",
+    "GET /v1/jobs/{id}": "Get job status and details",
+    "GET /v1/jobs/{id}/result": "Get presigned download URL for completed job output",
+    "GET /v1/jobs": "List your recent jobs",
+    "POST /v1/realtime/session": (
+        "Create realtime avatar session (conversation or passthrough mode)"
+    ),
+    "PATCH /v1/realtime/session/{id}": "Hot-swap face image mid-session",
+    "GET /v1/realtime/session/{id}": "Get session status",
+    "DELETE /v1/realtime/session/{id}": "End session and release GPU",
+    "GET /v1/health": "Health check",
+    "GET /v1/status": "System status",
+    "GET /v1/me": "Your API key info and usage",
+}
+
+
+@router.get("/")
+async def index() -> dict[str, Any]:
+    return {
+        "name": "Atlas API",
+        "version": "8.0",
+        "endpoints": ENDPOINTS,
+        "authentication": "Authorization: Bearer <api_key>",
+        "flow": {
+            "offline": "POST → 202 {job_id} → poll GET /v1/jobs/{id} → GET /v1/jobs/{id}/result",
+            "realtime": "POST /v1/realtime/session → connect to LiveKit with token → DELETE to end",
+        },
+    }
+
+
+@router.get("/v1/health")
+async def health() -> Health:
+    return Health(status="all systems go", services={"avatar_generation": "online"})
+
+
+@router.get("/v1/status")
+async def status(caller: CallerDep, services: ServicesDep) -> SystemStatus:
+    depth = await services.queue.depth()
+    # Pending jobs mean every worker slot is taken.
+    generation = "busy" if depth["pending"] > 0 else "available"
+    return SystemStatus(
+        status="operational",
+        services=Services(avatar_generation=generation, voice_synthesis="unavailable"),
+    )
+
+
+@router.get("/v1/me")
+async def me(caller: CallerDep, services: ServicesDep) -> Me:
+    used = await services.queue.usage(caller.key.id)
+    return Me(
+        authenticated=True,
+        key_prefix=caller.key.key_prefix,
+        name=caller.key.name,
+        tier="self_hosted",
+        requests_used=used,
+        rate_limit=RateLimitInfo(
+            requests_per_minute=caller.window.limit,
+            remaining=caller.window.remaining,
+            resets_in=f"{caller.window.resets_in_s}s",
+        ),
+        monthly_cap=MonthlyCapInfo(limit=caller.key.monthly_cap, used=used),
+        billing="self_hosted",
+    )
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(services: ServicesDep) -> Response:
+    depth = await services.queue.depth()
+    for name, count in depth.items():
+        services.metrics.queue_depth.labels(status=name).set(count)
+    services.metrics.webhooks_pending.set(await pending_count(services.db))
+    return Response(services.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -1,0 +1,152 @@
+"""Everything the app holds for its lifetime, built in the lifespan and closed with aclose()."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from renderer.options import RendererOptions
+from session_api.config import Settings
+from session_api.db.migrate import upgrade
+from session_api.db.session import Database
+from session_api.jobs.queue import JobQueue
+from session_api.jobs.worker import JobWorker, RenderFn, ResultCleaner
+from session_api.metrics import Metrics
+from session_api.ratelimit import RateLimiter
+from session_api.storage import Storage, UrlSigner, create_storage
+from session_api.webhooks import WebhookSender, failed_body
+
+logger = logging.getLogger("session_api")
+
+
+class TaskOwner:
+    """Owns background tasks: each is named, kept, and cancelled and awaited on aclose()."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, coro: Coroutine[Any, Any, None], *, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("background task died", extra={"task": task.get_name()})
+
+    async def aclose(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def renderer_options(settings: Settings) -> RendererOptions:
+    return RendererOptions(backend=settings.renderer_backend, model_path=settings.renderer_model)
+
+
+@dataclass(kw_only=True)
+class Services:
+    settings: Settings
+    db: Database
+    storage: Storage
+    limiter: RateLimiter
+    queue: JobQueue
+    metrics: Metrics
+    signer: UrlSigner
+    upload_dir: Path
+    options: RendererOptions
+    worker: JobWorker | None = None
+    sender: WebhookSender | None = None
+    cleaner: ResultCleaner | None = None
+    tasks: TaskOwner = field(default_factory=TaskOwner)
+
+    async def aclose(self) -> None:
+        for closer in (self.worker, self.sender, self.cleaner):
+            if closer is not None:
+                await closer.aclose()
+        await self.tasks.aclose()
+        await self.limiter.aclose()
+        await self.storage.aclose()
+        await self.db.aclose()
+
+
+def build_worker(services: Services, *, render: RenderFn | None = None) -> JobWorker:
+    s = services.settings
+    return JobWorker(
+        queue=services.queue,
+        storage=services.storage,
+        public_url=s.public_url,
+        concurrency=s.worker_concurrency,
+        timeout_s=s.job_timeout_s,
+        heartbeat_s=s.heartbeat_s,
+        poll_interval_s=s.poll_interval_s,
+        result_ttl_s=s.result_ttl_s,
+        options=services.options,
+        render=render,
+        metrics=services.metrics,
+        work_dir=services.upload_dir,
+    )
+
+
+async def open_services(
+    settings: Settings,
+    *,
+    migrate: bool = True,
+    worker: bool = False,
+    background: bool = True,
+    render: RenderFn | None = None,
+    metrics: Metrics | None = None,
+) -> Services:
+    """Connect everything; with `background`, start the webhook sender and result cleanup."""
+    if settings.is_embedded or settings.storage_kind == "file":
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(url=settings.resolved_database_url, busy_timeout_s=settings.db_busy_timeout_s)
+    try:
+        if migrate:
+            await upgrade(db)
+    except BaseException:
+        await db.aclose()
+        raise
+    upload_dir = settings.data_dir / "tmp"
+    with contextlib.suppress(OSError):
+        upload_dir.mkdir(parents=True, exist_ok=True)
+    services = Services(
+        settings=settings,
+        db=db,
+        storage=create_storage(settings),
+        limiter=RateLimiter(redis_url=settings.redis_url),
+        queue=JobQueue(
+            db=db,
+            lease_s=settings.lease_s,
+            max_attempts=settings.job_max_attempts,
+            failed_webhook=failed_body,
+        ),
+        metrics=metrics or Metrics(),
+        signer=UrlSigner(settings.secret_key.encode()),
+        upload_dir=upload_dir,
+        options=renderer_options(settings),
+    )
+    if background:
+        services.sender = WebhookSender(
+            db=db,
+            timeout_s=settings.webhook_timeout_s,
+            retry_delays_s=settings.webhook_retry_delays_s,
+            allow_networks=settings.webhook_allow_networks,
+            ca_file=settings.webhook_ca_file,
+        )
+        services.cleaner = ResultCleaner(
+            queue=services.queue, storage=services.storage, interval_s=settings.cleanup_interval_s
+        )
+        services.tasks.start(services.sender.run(), name="webhooks")
+        services.tasks.start(services.cleaner.run(), name="result-cleanup")
+    if worker:
+        services.worker = build_worker(services, render=render)
+        services.tasks.start(services.worker.run(), name="job-worker")
+    return services
