@@ -212,7 +212,7 @@ class WebhookSender:
                     .limit(limit)
                     .with_for_update(skip_locked=True, of=WebhookDelivery)
                 )
-            ).tuples()
+            ).all()
             claimed = []
             for delivery, secret in rows:
                 delivery.lease_expires_at = now + self.lease

@@ -164,7 +164,7 @@ class JobQueue:
         async with self.db.session() as session:
             rows = await session.execute(select(Job.status, func.count()).group_by(Job.status))
         counts = {"pending": 0, "processing": 0, "completed": 0, "failed": 0}
-        counts.update({status: int(n) for status, n in rows.tuples()})
+        counts.update({status: int(n) for status, n in rows.all()})
         return counts
 
     # --- worker side -------------------------------------------------------------------------
@@ -296,7 +296,7 @@ class JobQueue:
                 )
                 .limit(limit)
             )
-        return [(job_id, key) for job_id, key in rows.tuples() if key is not None]
+        return [(job_id, key) for job_id, key in rows.all() if key is not None]
 
     async def forget_output(self, job_id: str) -> None:
         async with self.db.write() as session:
