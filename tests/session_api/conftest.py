@@ -83,7 +83,9 @@ def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for one test, dropped afterwards."""
     base = os.environ.get("ATLAS_TEST_DATABASE_URL")
     if not base:
-        pytest.skip("set ATLAS_TEST_DATABASE_URL (postgresql+asyncpg://...) to run PostgreSQL tests")
+        pytest.skip(
+            "set ATLAS_TEST_DATABASE_URL (postgresql+asyncpg://...) to run PostgreSQL tests"
+        )
     admin_dsn = base.replace("postgresql+asyncpg://", "postgresql://")
     name = f"atlas_t_{secrets.token_hex(6)}"
     asyncio.run(_pg_admin(admin_dsn, f'CREATE DATABASE "{name}"'))

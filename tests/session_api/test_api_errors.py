@@ -22,7 +22,9 @@ def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def api(make_settings: Callable[..., Any], open_api: Callable[..., Any]) -> AsyncIterator[Api]:
+async def api(
+    make_settings: Callable[..., Any], open_api: Callable[..., Any]
+) -> AsyncIterator[Api]:
     async with open_api(make_settings(max_upload_bytes=2_000_000)) as api:
         yield api
 
@@ -32,7 +34,10 @@ async def test_public_endpoints_need_no_key(api: Api) -> None:
     assert index["name"] == "Atlas API" and index["version"] == "8.0"
     assert "POST /v1/generate" in index["endpoints"]
     health = await api.client.get("/v1/health")
-    assert health.json() == {"status": "all systems go", "services": {"avatar_generation": "online"}}
+    assert health.json() == {
+        "status": "all systems go",
+        "services": {"avatar_generation": "online"},
+    }
 
 
 @pytest.mark.parametrize("path", ["/v1/me", "/v1/status", "/v1/jobs", "/v1/jobs/abc"])
@@ -113,7 +118,9 @@ async def test_empty_undecodable_and_faceless_media_are_400(
     cases = [
         upload(b"", face_bytes),
         upload(speech_bytes, b""),
-        upload(b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"\x13\x37" * 500, face_bytes),  # mp3 tag, no frames
+        upload(
+            b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"\x13\x37" * 500, face_bytes
+        ),  # mp3 tag, no frames
         upload(b"RIFF\x10\x00\x00\x00WAVEjunkjunkjunk", face_bytes),
         upload(speech_bytes, face_bytes[:200]),  # truncated JPEG
         upload(speech_bytes, no_face_png()),
@@ -131,9 +138,7 @@ async def test_over_50mb_combined_is_413(api: Api, face_bytes: bytes) -> None:
     # The fixture app's cap is 2 MB; 50 MB is the default (checked in test_settings).
     key = await api.new_key()
     big = b"RIFF" + b"\0" * 1_200_000
-    response = await api.client.post(
-        "/v1/generate", headers=auth(key.key), files=upload(big, big)
-    )
+    response = await api.client.post("/v1/generate", headers=auth(key.key), files=upload(big, big))
     assert_error(response, 413, "payload_too_large")
 
     async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: the stream is counted

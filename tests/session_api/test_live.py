@@ -206,7 +206,9 @@ def attempts_of(env: dict[str, str], job_id: str) -> int:
     url = env.get("ATLAS_DATABASE_URL")
     if url is None:
         with sqlite3.connect(Path(env["ATLAS_DATA_DIR"]) / "atlas.db") as conn:
-            return int(conn.execute("SELECT attempts FROM jobs WHERE id=?", (job_id,)).fetchone()[0])
+            return int(
+                conn.execute("SELECT attempts FROM jobs WHERE id=?", (job_id,)).fetchone()[0]
+            )
     import asyncio
 
     import asyncpg
@@ -224,7 +226,9 @@ def attempts_of(env: dict[str, str], job_id: str) -> int:
 def test_sigkilled_worker_loses_no_job(
     live_env: dict[str, str], procs: Procs, tmp_path: Path
 ) -> None:
-    key = atlas(live_env, "keys", "create", "--name", "kill", "--rpm", "100000").stdout.splitlines()[0]
+    key = atlas(
+        live_env, "keys", "create", "--name", "kill", "--rpm", "100000"
+    ).stdout.splitlines()[0]
     base = serve(procs, live_env, "--no-worker")
     headers = {"Authorization": f"Bearer {key}"}
     first = procs.start(live_env, "worker")

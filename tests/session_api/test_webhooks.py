@@ -108,7 +108,12 @@ async def finished_job(
     key = await create_key(db, name="hooks")
     queue = JobQueue(db=db, clock=clock, failed_webhook=failed_body)
     new = NewJob(
-        key_id=key.id, audio_key="a", image_key="i", audio_size=1, image_size=1, callback_url=callback
+        key_id=key.id,
+        audio_key="a",
+        image_key="i",
+        audio_size=1,
+        image_size=1,
+        callback_url=callback,
     )
     await queue.submit("a1b2c3d4e5f6", new, monthly_cap=None)
     assert await queue.claim("w") is not None
@@ -158,8 +163,12 @@ async def test_completed_payload_and_signature(db: Database, receiver: Receiver)
     [(path, headers, body)] = receiver.requests
     assert path == "/webhook/atlas"
     assert headers["X-Atlas-Timestamp"] == str(int(clock.now.timestamp()))
-    assert verify_atlas_webhook(body, headers["X-Atlas-Signature"], headers["X-Atlas-Timestamp"], secret)
-    assert not verify_atlas_webhook(body + b" ", headers["X-Atlas-Signature"], headers["X-Atlas-Timestamp"], secret)
+    assert verify_atlas_webhook(
+        body, headers["X-Atlas-Signature"], headers["X-Atlas-Timestamp"], secret
+    )
+    assert not verify_atlas_webhook(
+        body + b" ", headers["X-Atlas-Signature"], headers["X-Atlas-Timestamp"], secret
+    )
     assert json.loads(body) == {
         "event": "job.completed",
         "job_id": job_id,
