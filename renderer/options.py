@@ -35,7 +35,9 @@ class RendererOptions:
         if not 64 <= self.size <= 2048 or self.size % 2:
             raise ValueError(f"size must be an even number between 64 and 2048, got {self.size}")
         if self.sample_rate % self.fps:
-            raise ValueError("sample_rate must be a multiple of fps so every frame gets whole samples")
+            raise ValueError(
+                "sample_rate must be a multiple of fps so every frame gets whole samples"
+            )
         if self.threads < 1:
             raise ValueError("threads must be >= 1")
 

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from renderer.audio import MouthShape
+from renderer.backends.base import PreparedFace
 from renderer.face import FaceAsset
 from renderer.landmarks import INNER_LOWER, INNER_UPPER, MOUTH_LEFT, MOUTH_RIGHT, OUTER_LOWER
 from renderer.onnx import gpu_available, new_inference_session
@@ -29,17 +30,17 @@ from renderer.options import RendererOptions
 MAX_GAP = 0.42  # lip gap at openness 1
 UPPER_SHARE = 0.28  # share of the gap taken by the upper lip moving up
 UPPER_FALLOFF = 0.45  # upper-lip displacement fades out this far above the lip line
-LOWER_FALLOFF = 0.80  # lower lip + chin displacement fades out this far below it
+LOWER_FALLOFF = 0.62  # lower lip + chin displacement fades out this far below it
 SPREAD = 0.10  # width change at width=+1
 ROUND = 0.16  # width change at width=-1
 TEETH_HEIGHT = 0.10
 INNER_CORNER = 0.92  # the inner gap ends a little inside the outer corners
 
 
-def _raised_cosine(distance: np.ndarray, length: float) -> np.ndarray:
-    """1 at 0, 0 from `length` on, smooth in between."""
+def _falloff(distance: np.ndarray, length: float | np.ndarray) -> np.ndarray:
+    """1 at 0, 0 from `length` on, smooth (smoothstep) in between; cheap on a hot path."""
     x = np.clip(distance / length, 0.0, 1.0)
-    return (0.5 + 0.5 * np.cos(np.pi * x)).astype(np.float32)
+    return (1.0 - x * x * (3.0 - 2.0 * x)).astype(np.float32)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -52,10 +53,16 @@ class WarpFace:
     u: np.ndarray  # (h, w) mouth-frame coordinates of each ROI pixel
     v: np.ndarray
     v_line: np.ndarray  # (h, w) rest lip line under each pixel (same column of the mouth frame)
+    rel: np.ndarray  # (h, w) v - v_line: signed distance from the rest lip line, + below
+    below: np.ndarray  # (h, w) bool, rel > 0
+    inv_falloff: np.ndarray  # (h, w) 1 / falloff length (upper or lower) for each pixel
+    row_rel_min: np.ndarray  # (h,) per ROI row, min and max of rel: finds the gap's rows fast
+    row_rel_max: np.ndarray
     lateral: np.ndarray  # (h, w) weight of width changes along the mouth
     vertical: np.ndarray  # (h, w) weight of width changes across it
     mouth_width: float
     dark: np.ndarray  # (3,) cavity colour
+    tongue: np.ndarray  # (3,)
     teeth: np.ndarray  # (3,) teeth colour
     image_chw: np.ndarray  # (1, 3, H, W) float32, for the ONNX engine
 
@@ -105,9 +112,13 @@ def prepare_warp_face(face: FaceAsset) -> WarpFace:
     u = du * axis_u[0] + dv * axis_u[1]
     v = du * axis_v[0] + dv * axis_v[1]
     v_line = np.interp(u, grid_u, line)
-    lateral = np.where(np.abs(u) <= half, 1.0, _raised_cosine(np.abs(u) - half, 0.75 * half))
-    vertical = _raised_cosine(np.abs(v - v_line), 0.8 * mouth_width)
+    lateral = np.where(np.abs(u) <= half, 1.0, _falloff(np.abs(u) - half, 0.75 * half))
+    vertical = _falloff(np.abs(v - v_line), 0.6 * mouth_width)
 
+    rel = v - v_line
+    inv_falloff = np.where(
+        rel > 0, 1.0 / (LOWER_FALLOFF * mouth_width), 1.0 / (UPPER_FALLOFF * mouth_width)
+    )
     lips = _lip_colour(face, pts)
     luma = float(face.image.mean()) / 255.0
     f32 = np.float32
@@ -120,11 +131,19 @@ def prepare_warp_face(face: FaceAsset) -> WarpFace:
         u=u.astype(f32),
         v=v.astype(f32),
         v_line=v_line.astype(f32),
+        rel=rel.astype(f32),
+        below=rel > 0,
+        inv_falloff=inv_falloff.astype(f32),
+        row_rel_min=rel.min(axis=1).astype(f32),
+        row_rel_max=rel.max(axis=1).astype(f32),
         lateral=lateral.astype(f32),
         vertical=vertical.astype(f32),
         mouth_width=mouth_width,
-        dark=(lips * 0.28).astype(f32),
-        teeth=(np.array([222.0, 214.0, 198.0]) * float(np.clip(0.55 + luma, 0.7, 1.05))).astype(f32),
+        dark=(lips * 0.40).astype(f32),
+        tongue=(lips * 0.75).astype(f32),
+        teeth=(np.array([222.0, 214.0, 198.0]) * float(np.clip(0.55 + luma, 0.7, 1.05))).astype(
+            f32
+        ),
         image_chw=face.image.transpose(2, 0, 1)[None].astype(f32),
     )
 
@@ -132,45 +151,78 @@ def prepare_warp_face(face: FaceAsset) -> WarpFace:
 def plan_warp(face: WarpFace, mouth: MouthShape) -> WarpPlan:
     """Backward sampling maps (output pixel -> photo pixel) and the cavity for one mouth shape."""
     mw = face.mouth_width
-    u, v, v_line = face.u, face.v, face.v_line
-    rel = v - v_line  # signed distance from the rest lip line, + below
+    u, v, rel = face.u, face.v, face.rel
 
-    scale = SPREAD * mouth.width if mouth.width >= 0 else ROUND * mouth.width
-    su = u - scale * u * face.lateral * face.vertical
+    if mouth.width:
+        scale = SPREAD * mouth.width if mouth.width > 0 else ROUND * mouth.width
+        su = u - (scale * u) * face.lateral * face.vertical
+    else:
+        su = u
     corner = INNER_CORNER * mw / 2
-    profile = np.clip(1.0 - (su / corner) ** 2, 0.0, 1.0) ** 0.9
-    gap = (MAX_GAP * mw * mouth.openness) * profile
-    up = UPPER_SHARE * gap
+    profile = np.clip(1.0 - np.square(su * (1.0 / corner)), 0.0, 1.0) ** 0.9
+    gap = profile * np.float32(MAX_GAP * mw * mouth.openness)
+    up = gap * np.float32(UPPER_SHARE)
     lo = gap - up
 
-    above = rel < -up
-    below = rel > lo
-    sv = np.where(
-        above,
-        v + up * _raised_cosine(-rel - up, UPPER_FALLOFF * mw),
-        np.where(below, v - lo * _raised_cosine(rel - lo, LOWER_FALLOFF * mw), v_line),
-    )
+    # Outside the gap, each lip edge moves by `up` (or `lo`) and drags its side along with a
+    # falloff measured from the displaced edge, so the edge itself samples the rest lip line.
+    edge = np.where(face.below, lo, -up)
+    beyond = np.abs(rel - edge)
+    shift = np.where(face.below, -lo, up) * _falloff(beyond, 1.0 / face.inv_falloff)
+    inside = (rel >= -up) & (rel <= lo)
+    sv = np.where(inside, face.v_line, v + shift)
     map_x = face.center[0] + su * face.axis_u[0] + sv * face.axis_v[0]
     map_y = face.center[1] + su * face.axis_u[1] + sv * face.axis_v[1]
-
-    from_top = rel + up  # depth below the upper lip edge, inside the gap
-    from_bottom = lo - rel
-    coverage = np.clip(np.minimum(from_top, from_bottom) + 0.5, 0.0, 1.0)
-    alpha = (coverage * np.clip(gap, 0.0, 1.0)).astype(np.float32)
-
-    shade = 0.55 + 0.45 * np.clip(1.0 - from_top / (0.5 * gap + 1.0), 0.0, 1.0)
-    cavity = face.dark[None, None, :] * shade[..., None]
-    teeth_h = np.minimum(TEETH_HEIGHT * mw, 0.5 * gap)
-    in_teeth_span = np.clip((0.62 * mw / 2 - np.abs(su)) / (0.06 * mw), 0.0, 1.0)
-    teeth_a = np.clip(teeth_h - from_top + 0.5, 0.0, 1.0) * in_teeth_span
-    teeth_a *= np.clip(gap / (0.06 * mw), 0.0, 1.0)
-    cavity += (face.teeth[None, None, :] - cavity) * teeth_a[..., None]
+    cavity, alpha = _cavity(face, mouth, su, up, lo, gap)
     return WarpPlan(
         map_x=map_x.astype(np.float32),
         map_y=map_y.astype(np.float32),
-        cavity=cavity.astype(np.float32),
+        cavity=cavity,
         alpha=alpha,
     )
+
+
+def _cavity(
+    face: WarpFace,
+    mouth: MouthShape,
+    su: np.ndarray,
+    up: np.ndarray,
+    lo: np.ndarray,
+    gap: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Colour and coverage of the open mouth, computed only on the rows the gap can reach."""
+    mw = face.mouth_width
+    height, width = face.rel.shape
+    alpha = np.zeros((height, width), np.float32)
+    cavity = np.zeros((height, width, 3), np.float32)
+    reach = MAX_GAP * mw * mouth.openness + 1.0
+    rows = np.flatnonzero((face.row_rel_max > -reach) & (face.row_rel_min < reach))
+    if rows.size == 0:
+        return cavity, alpha
+    band = slice(int(rows[0]), int(rows[-1]) + 1)
+    rel, su_b, up_b, lo_b, gap_b = face.rel[band], su[band], up[band], lo[band], gap[band]
+    from_top = rel + up_b  # depth below the upper lip edge
+    from_bottom = lo_b - rel
+    coverage = np.clip(np.minimum(from_top, from_bottom) + 0.5, 0.0, 1.0)
+    alpha[band] = coverage * np.clip(gap_b, 0.0, 1.0)
+
+    shade = 0.5 + 0.5 * np.clip(1.0 - from_top / (0.5 * gap_b + 1.0), 0.0, 1.0)
+    colour = face.dark[None, None, :] * shade[..., None]
+    # the tongue shows low in a wide-open mouth
+    tongue = np.clip(1.0 - from_bottom / (0.35 * gap_b + 1.0), 0.0, 1.0) * np.clip(
+        gap_b * np.float32(1.0 / (0.25 * mw)) - 0.3, 0.0, 1.0
+    )
+    tongue *= np.clip(
+        (np.float32(0.3 * mw) - np.abs(su_b)) * np.float32(1.0 / (0.1 * mw)), 0.0, 1.0
+    )
+    colour += (face.tongue[None, None, :] - colour) * (0.8 * tongue)[..., None]
+    teeth_h = np.minimum(np.float32(TEETH_HEIGHT * mw), 0.5 * gap_b)
+    span = np.clip((np.float32(0.31 * mw) - np.abs(su_b)) * np.float32(1.0 / (0.06 * mw)), 0.0, 1.0)
+    teeth = np.clip(teeth_h - from_top + 0.5, 0.0, 1.0) * span
+    teeth *= np.clip(gap_b * np.float32(1.0 / (0.06 * mw)), 0.0, 1.0)
+    colour += (face.teeth[None, None, :] - colour) * teeth[..., None]
+    cavity[band] = colour
+    return cavity, alpha
 
 
 class WarpBackend:
@@ -196,7 +248,9 @@ class WarpBackend:
     def prepare(self, face: FaceAsset) -> WarpFace:
         return prepare_warp_face(face)
 
-    def render(self, prepared: WarpFace, mouth: MouthShape) -> np.ndarray:  # type: ignore[override]
+    def render(self, prepared: PreparedFace, mouth: MouthShape) -> np.ndarray:
+        if not isinstance(prepared, WarpFace):
+            raise TypeError("the warp backend renders faces it prepared itself")
         frame = prepared.face.image.copy()
         if mouth.openness <= 0.0 and mouth.width == 0.0:
             return frame  # the rest pose is the photo itself
@@ -236,7 +290,8 @@ def _sample_opencv(image: np.ndarray, plan: WarpPlan) -> np.ndarray:
     )
     a = plan.alpha[..., None]
     mixed = warped.astype(np.float32) * (1.0 - a) + plan.cavity * a
-    return np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+    out: np.ndarray = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+    return out
 
 
 def build_warp_graph() -> bytes:
@@ -285,7 +340,7 @@ def build_warp_graph() -> bytes:
 
 def _interp_curve(grid_u: np.ndarray, curve: np.ndarray) -> np.ndarray:
     order = np.argsort(curve[:, 0])
-    return np.interp(grid_u, curve[order, 0], curve[order, 1])
+    return np.asarray(np.interp(grid_u, curve[order, 0], curve[order, 1]), np.float64)
 
 
 def _lip_colour(face: FaceAsset, pts: np.ndarray) -> np.ndarray:
@@ -295,4 +350,4 @@ def _lip_colour(face: FaceAsset, pts: np.ndarray) -> np.ndarray:
     cv2.fillPoly(mask, [np.round(polygon).astype(np.int32)], 1)
     if mask.sum() < 4:
         return np.array([150.0, 80.0, 80.0])
-    return face.image[mask.astype(bool)].astype(np.float64).mean(axis=0)
+    return np.asarray(face.image[mask.astype(bool)].astype(np.float64).mean(axis=0))
