@@ -54,16 +54,14 @@ class WarpFace:
     v: np.ndarray
     v_line: np.ndarray  # (h, w) rest lip line under each pixel (same column of the mouth frame)
     rel: np.ndarray  # (h, w) v - v_line: signed distance from the rest lip line, + below
-    below: np.ndarray  # (h, w) bool, rel > 0
     inv_falloff: np.ndarray  # (h, w) 1 / falloff length (upper or lower) for each pixel
     row_rel_min: np.ndarray  # (h,) per ROI row, min and max of rel: finds the gap's rows fast
     row_rel_max: np.ndarray
-    lateral: np.ndarray  # (h, w) weight of width changes along the mouth
-    vertical: np.ndarray  # (h, w) weight of width changes across it
+    mouth_cols: slice  # ROI columns the open mouth can reach
+    width_weight: np.ndarray  # (h, w) how much width changes move each pixel
+    edge_share: np.ndarray  # (h, w) -UPPER_SHARE above the lip line, 1 - UPPER_SHARE below
     mouth_width: float
-    dark: np.ndarray  # (3,) cavity colour
-    tongue: np.ndarray  # (3,)
-    teeth: np.ndarray  # (3,) teeth colour
+    palette: np.ndarray  # (3, 3) rows: cavity, tongue and teeth colours
     image_chw: np.ndarray  # (1, 3, H, W) float32, for the ONNX engine
 
 
@@ -71,10 +69,21 @@ class WarpFace:
 class WarpPlan:
     """Per-frame sampling maps and cavity overlay for the ROI."""
 
-    map_x: np.ndarray
+    map_x: np.ndarray  # (h, w) float32, ROI-sized
     map_y: np.ndarray
-    cavity: np.ndarray  # (h, w, 3) float32
-    alpha: np.ndarray  # (h, w) float32, cavity coverage
+    # The open mouth lives in a small window of the ROI: rows/cols slices, and its colour and
+    # coverage there (empty when the mouth is shut).
+    window: tuple[slice, slice]
+    cavity: np.ndarray  # (wh, ww, 3) float32
+    alpha: np.ndarray  # (wh, ww) float32
+
+    def full_cavity(self) -> tuple[np.ndarray, np.ndarray]:
+        """Cavity and coverage padded to the whole ROI (for the ONNX graph)."""
+        cavity = np.zeros((*self.map_x.shape, 3), np.float32)
+        alpha = np.zeros(self.map_x.shape, np.float32)
+        cavity[self.window] = self.cavity
+        alpha[self.window] = self.alpha
+        return cavity, alpha
 
 
 def prepare_warp_face(face: FaceAsset) -> WarpFace:
@@ -132,97 +141,91 @@ def prepare_warp_face(face: FaceAsset) -> WarpFace:
         v=v.astype(f32),
         v_line=v_line.astype(f32),
         rel=rel.astype(f32),
-        below=rel > 0,
         inv_falloff=inv_falloff.astype(f32),
         row_rel_min=rel.min(axis=1).astype(f32),
         row_rel_max=rel.max(axis=1).astype(f32),
-        lateral=lateral.astype(f32),
-        vertical=vertical.astype(f32),
+        mouth_cols=_columns_within(u, 0.5 * INNER_CORNER * mouth_width + 2),
+        width_weight=(lateral * vertical).astype(f32),
+        edge_share=np.where(rel > 0, 1.0 - UPPER_SHARE, -UPPER_SHARE).astype(f32),
         mouth_width=mouth_width,
-        dark=(lips * 0.40).astype(f32),
-        tongue=(lips * 0.75).astype(f32),
-        teeth=(np.array([222.0, 214.0, 198.0]) * float(np.clip(0.55 + luma, 0.7, 1.05))).astype(
-            f32
-        ),
+        palette=np.stack(
+            [
+                lips * 0.40,
+                lips * 0.75,
+                np.array([222.0, 214.0, 198.0]) * float(np.clip(0.55 + luma, 0.7, 1.05)),
+            ]
+        ).astype(f32),
         image_chw=face.image.transpose(2, 0, 1)[None].astype(f32),
     )
 
 
 def plan_warp(face: WarpFace, mouth: MouthShape) -> WarpPlan:
-    """Backward sampling maps (output pixel -> photo pixel) and the cavity for one mouth shape."""
-    mw = face.mouth_width
-    u, v, rel = face.u, face.v, face.rel
+    """Backward sampling maps (output pixel -> photo pixel) and the cavity for one mouth shape.
 
+    Hot path: float32 throughout, no transcendental functions but one sqrt.
+    """
+    mw = face.mouth_width
+    f32 = np.float32
     if mouth.width:
         scale = SPREAD * mouth.width if mouth.width > 0 else ROUND * mouth.width
-        su = u - (scale * u) * face.lateral * face.vertical
+        su = face.u - f32(scale) * face.u * face.width_weight
     else:
-        su = u
-    corner = INNER_CORNER * mw / 2
-    profile = np.clip(1.0 - np.square(su * (1.0 / corner)), 0.0, 1.0) ** 0.9
-    gap = profile * np.float32(MAX_GAP * mw * mouth.openness)
-    up = gap * np.float32(UPPER_SHARE)
-    lo = gap - up
+        su = face.u
+    # elliptical opening profile across the mouth, 0 beyond the inner corners
+    x = su * f32(2.0 / (INNER_CORNER * mw))
+    profile = np.sqrt(np.maximum(f32(1.0) - x * x, f32(0.0)))
+    gap = profile * f32(MAX_GAP * mw * mouth.openness)
 
-    # Outside the gap, each lip edge moves by `up` (or `lo`) and drags its side along with a
-    # falloff measured from the displaced edge, so the edge itself samples the rest lip line.
-    edge = np.where(face.below, lo, -up)
-    beyond = np.abs(rel - edge)
-    shift = np.where(face.below, -lo, up) * _falloff(beyond, 1.0 / face.inv_falloff)
-    inside = (rel >= -up) & (rel <= lo)
-    sv = np.where(inside, face.v_line, v + shift)
+    # Each lip edge moves to `edge` (up for the upper lip, down for the lower) and drags its
+    # side along with a falloff measured from the displaced edge, so the edge samples the rest
+    # lip line exactly; between the two edges lies the open mouth.
+    edge = face.edge_share * gap
+    rel_minus_edge = face.rel - edge
+    inside = rel_minus_edge * face.edge_share <= 0
+    beyond = np.minimum(np.abs(rel_minus_edge) * face.inv_falloff, f32(1.0))
+    falloff = f32(1.0) - beyond * beyond * (f32(3.0) - f32(2.0) * beyond)
+    sv = face.v - edge * falloff
+    np.copyto(sv, face.v_line, where=inside)
     map_x = face.center[0] + su * face.axis_u[0] + sv * face.axis_v[0]
     map_y = face.center[1] + su * face.axis_u[1] + sv * face.axis_v[1]
-    cavity, alpha = _cavity(face, mouth, su, up, lo, gap)
-    return WarpPlan(
-        map_x=map_x.astype(np.float32),
-        map_y=map_y.astype(np.float32),
-        cavity=cavity,
-        alpha=alpha,
-    )
+    window, cavity, alpha = _cavity(face, mouth, su, gap)
+    return WarpPlan(map_x=map_x, map_y=map_y, window=window, cavity=cavity, alpha=alpha)
 
 
 def _cavity(
-    face: WarpFace,
-    mouth: MouthShape,
-    su: np.ndarray,
-    up: np.ndarray,
-    lo: np.ndarray,
-    gap: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Colour and coverage of the open mouth, computed only on the rows the gap can reach."""
+    face: WarpFace, mouth: MouthShape, su: np.ndarray, gap: np.ndarray
+) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray]:
+    """Colour and coverage of the open mouth, on the small window the gap can reach."""
+    f32 = np.float32
     mw = face.mouth_width
-    height, width = face.rel.shape
-    alpha = np.zeros((height, width), np.float32)
-    cavity = np.zeros((height, width, 3), np.float32)
-    reach = MAX_GAP * mw * mouth.openness + 1.0
-    rows = np.flatnonzero((face.row_rel_max > -reach) & (face.row_rel_min < reach))
-    if rows.size == 0:
-        return cavity, alpha
-    band = slice(int(rows[0]), int(rows[-1]) + 1)
-    rel, su_b, up_b, lo_b, gap_b = face.rel[band], su[band], up[band], lo[band], gap[band]
-    from_top = rel + up_b  # depth below the upper lip edge
-    from_bottom = lo_b - rel
-    coverage = np.clip(np.minimum(from_top, from_bottom) + 0.5, 0.0, 1.0)
-    alpha[band] = coverage * np.clip(gap_b, 0.0, 1.0)
+    top = UPPER_SHARE * MAX_GAP * mw * mouth.openness + 1.0
+    bottom = (1.0 - UPPER_SHARE) * MAX_GAP * mw * mouth.openness + 1.0
+    rows = np.flatnonzero((face.row_rel_max > -top) & (face.row_rel_min < bottom))
+    if rows.size == 0 or mouth.openness <= 0:
+        return (slice(0, 0), slice(0, 0)), np.zeros((0, 0, 3), f32), np.zeros((0, 0), f32)
+    window = (slice(int(rows[0]), int(rows[-1]) + 1), face.mouth_cols)
+    rel, su_w, gap_w = face.rel[window], su[window], gap[window]
+    up = gap_w * f32(UPPER_SHARE)
+    from_top = rel + up  # depth below the upper lip edge
+    from_bottom = gap_w - up - rel  # height above the lower lip edge
+    coverage = np.clip(np.minimum(from_top, from_bottom) + f32(0.5), 0.0, 1.0)
+    alpha = coverage * np.minimum(gap_w, f32(1.0))
 
-    shade = 0.5 + 0.5 * np.clip(1.0 - from_top / (0.5 * gap_b + 1.0), 0.0, 1.0)
-    colour = face.dark[None, None, :] * shade[..., None]
-    # the tongue shows low in a wide-open mouth
-    tongue = np.clip(1.0 - from_bottom / (0.35 * gap_b + 1.0), 0.0, 1.0) * np.clip(
-        gap_b * np.float32(1.0 / (0.25 * mw)) - 0.3, 0.0, 1.0
+    # Three layers, back to front: shaded cavity, tongue low in a wide-open mouth, upper teeth.
+    shade = f32(0.5) + f32(0.5) * np.clip(f32(1.0) - from_top / (f32(0.5) * gap_w + 1), 0, 1)
+    tongue = np.clip(f32(1.0) - from_bottom / (f32(0.35) * gap_w + 1), 0, 1)
+    tongue *= np.clip(gap_w * f32(1.0 / (0.25 * mw)) - f32(0.3), 0, 1)
+    tongue *= np.clip((f32(0.3 * mw) - np.abs(su_w)) * f32(1.0 / (0.1 * mw)), 0, 1) * f32(0.8)
+    teeth_h = np.minimum(f32(TEETH_HEIGHT * mw), f32(0.5) * gap_w)
+    teeth = np.clip(teeth_h - from_top + f32(0.5), 0, 1)
+    teeth *= np.clip((f32(0.31 * mw) - np.abs(su_w)) * f32(1.0 / (0.06 * mw)), 0, 1)
+    teeth *= np.minimum(gap_w * f32(1.0 / (0.06 * mw)), f32(1.0))
+    behind_teeth = f32(1.0) - teeth
+    weights = np.stack(
+        [shade * (f32(1.0) - tongue) * behind_teeth, tongue * behind_teeth, teeth], axis=-1
     )
-    tongue *= np.clip(
-        (np.float32(0.3 * mw) - np.abs(su_b)) * np.float32(1.0 / (0.1 * mw)), 0.0, 1.0
-    )
-    colour += (face.tongue[None, None, :] - colour) * (0.8 * tongue)[..., None]
-    teeth_h = np.minimum(np.float32(TEETH_HEIGHT * mw), 0.5 * gap_b)
-    span = np.clip((np.float32(0.31 * mw) - np.abs(su_b)) * np.float32(1.0 / (0.06 * mw)), 0.0, 1.0)
-    teeth = np.clip(teeth_h - from_top + 0.5, 0.0, 1.0) * span
-    teeth *= np.clip(gap_b * np.float32(1.0 / (0.06 * mw)), 0.0, 1.0)
-    colour += (face.teeth[None, None, :] - colour) * teeth[..., None]
-    cavity[band] = colour
-    return cavity, alpha
+    cavity = weights @ face.palette  # (h, w, 3) @ (3, 3): one BLAS call for all three layers
+    return window, cavity.astype(f32, copy=False), alpha.astype(f32, copy=False)
 
 
 class WarpBackend:
@@ -264,6 +267,7 @@ class WarpBackend:
 
     def _sample_onnx(self, face: WarpFace, plan: WarpPlan) -> np.ndarray:
         height, width = face.face.image.shape[:2]
+        cavity, alpha = plan.full_cavity()
         grid = np.stack(
             [plan.map_x * (2.0 / (width - 1)) - 1.0, plan.map_y * (2.0 / (height - 1)) - 1.0],
             axis=-1,
@@ -273,8 +277,8 @@ class WarpBackend:
             {
                 "image": face.image_chw,
                 "grid": grid,
-                "cavity": plan.cavity.transpose(2, 0, 1)[None],
-                "alpha": plan.alpha[None, None],
+                "cavity": cavity.transpose(2, 0, 1)[None],
+                "alpha": alpha[None, None],
             },
         )[0]
         result: np.ndarray = out[0].transpose(1, 2, 0).astype(np.uint8)
@@ -288,9 +292,12 @@ def _sample_opencv(image: np.ndarray, plan: WarpPlan) -> np.ndarray:
     warped = cv2.remap(
         image, plan.map_x, plan.map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
     )
-    a = plan.alpha[..., None]
-    mixed = warped.astype(np.float32) * (1.0 - a) + plan.cavity * a
-    out: np.ndarray = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+    if plan.alpha.size:
+        region = warped[plan.window]
+        a = plan.alpha[..., None]
+        mixed = region.astype(np.float32) * (1.0 - a) + plan.cavity * a
+        warped[plan.window] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+    out: np.ndarray = warped
     return out
 
 
@@ -351,3 +358,8 @@ def _lip_colour(face: FaceAsset, pts: np.ndarray) -> np.ndarray:
     if mask.sum() < 4:
         return np.array([150.0, 80.0, 80.0])
     return np.asarray(face.image[mask.astype(bool)].astype(np.float64).mean(axis=0))
+
+
+def _columns_within(u: np.ndarray, half_width: float) -> slice:
+    cols = np.flatnonzero((np.abs(u) < half_width).any(axis=0))
+    return slice(int(cols[0]), int(cols[-1]) + 1) if cols.size else slice(0, 0)
