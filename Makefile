@@ -17,8 +17,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-run: install
-	$(VENV)/bin/atlas serve --host 127.0.0.1 --port 8000
+run: render-sample
 
 render-sample: install
 	$(VENV)/bin/atlas render --audio tests/fixtures/speech.wav --image tests/fixtures/face.jpg \

@@ -105,26 +105,42 @@ class FeatureExtractor:
         self._n_fft = 1 << (window - 1).bit_length()
         self._hann = np.hanning(window).astype(np.float32)
         freqs = np.fft.rfftfreq(self._n_fft, 1.0 / sample_rate)
-        self._speech = (freqs >= 150) & (freqs < 4000)
-        self._low = (freqs >= 80) & (freqs < 400)
-        self._upper = (freqs >= 500) & (freqs < 4000)
-        self._f2 = (freqs >= 600) & (freqs < 3200)
-        self._f2_freqs = freqs[self._f2]
+
+        def band(lo: float, hi: float) -> np.ndarray:
+            return (freqs >= lo) & (freqs < min(hi, sample_rate / 2))
+
+        self._speech = band(150, 4000)
+        self._all = band(80, 5000)
+        self._low = band(80, 400)  # nasal murmur / voice bar
+        self._mid = band(400, 1000)  # first formant of open vowels
+        self._high = band(2500, 5000)
+        self._back = band(500, 1800)  # second formant of back/rounded vowels
+        self._front = band(1800, 3500)  # second/third formants of front/spread vowels
         # Calibrates window power to the mean square of a full-scale signal.
         self._norm = float(np.sum(self._hann**2) * self._n_fft / 2)
 
     def __call__(self, window: np.ndarray) -> AudioFeatures:
         spectrum = np.abs(np.fft.rfft(window * self._hann, self._n_fft)) ** 2
+        total = float(spectrum[self._all].sum()) + 1e-12
+
+        def share_db(mask: np.ndarray) -> float:
+            return float(10.0 * np.log10(float(spectrum[mask].sum()) / total + 1e-12))
+
+        low, mid, high = share_db(self._low), share_db(self._mid), share_db(self._high)
+        # Lips shut (m, b, p's voicing): nearly all energy in the murmur, no F1, no hiss.
+        nasal = (
+            np.clip((low + 3.0) / 2.0, 0.0, 1.0)
+            * np.clip((-mid - 12.0) / 4.0, 0.0, 1.0)
+            * np.clip((-high - 17.0) / 5.0, 0.0, 1.0)
+        )
+        front = float(spectrum[self._front].sum()) + 1e-12
+        back = float(spectrum[self._back].sum()) + 1e-12
+        frontness = 10.0 * np.log10(front / back)
         speech = float(spectrum[self._speech].sum()) / self._norm
-        low = float(spectrum[self._low].sum())
-        upper = float(spectrum[self._upper].sum())
-        f2 = spectrum[self._f2]
-        centroid = float((f2 * self._f2_freqs).sum() / max(float(f2.sum()), 1e-12))
-        nasal_ratio = np.log10((low + 1e-12) / (upper + 1e-12))
         return AudioFeatures(
-            level_db=10.0 * np.log10(speech + 1e-12),
-            nasal=float(np.clip((nasal_ratio - 1.3) / 0.8, 0.0, 1.0)),
-            rounding=float(np.clip((1700.0 - centroid) / 700.0, 0.0, 1.0)),
+            level_db=float(10.0 * np.log10(speech + 1e-12)),
+            nasal=float(nasal),
+            rounding=float(np.clip((-frontness - 2.0) / 14.0, 0.0, 1.0)),
         )
 
 
@@ -144,20 +160,23 @@ class MouthTracker:
     def speech(self, features: AudioFeatures) -> MouthShape:
         level = features.level_db
         self._reference_db = max(level, self._reference_db - REFERENCE_DECAY_DB_PER_S * self._dt)
-        if level < SILENCE_DB:
-            target = 0.0
-        else:
-            target = float(np.clip((level - (self._reference_db - OPEN_SPAN_DB)) / OPEN_SPAN_DB, 0, 1))
-        target *= 1.0 - features.nasal  # lips meet for m/b/p: a low murmur, nothing above
-        width_target = (0.6 - 1.6 * features.rounding) if target > 0.05 else self._width * 0.5
-        return self._step(target, float(np.clip(width_target, -1.0, 1.0)))
+        voiced = level >= SILENCE_DB
+        target = 0.0
+        if voiced:
+            floor = self._reference_db - OPEN_SPAN_DB
+            target = float(np.clip((level - floor) / OPEN_SPAN_DB, 0.0, 1.0))
+        width_target = 0.6 - 1.6 * features.rounding if voiced else 0.0
+        shape = self._step(target, float(np.clip(width_target, -1.0, 1.0)))
+        # Lips meet for m/b/p at once, whatever the smoothing says.
+        return MouthShape(openness=shape.openness * (1.0 - features.nasal), width=shape.width)
 
     def silence(self) -> MouthShape:
         return self._step(0.0, 0.0)
 
     def interrupt(self) -> None:
-        """Used by clear(): start the close from half the current opening."""
-        self._open *= 0.5
+        """Used by clear(): the caller ramps the old shape out; the tracker starts from rest."""
+        self._open = 0.0
+        self._width = 0.0
 
     def _step(self, target: float, width_target: float) -> MouthShape:
         rate = self._attack if target > self._open else self._release
@@ -165,4 +184,6 @@ class MouthTracker:
         if self._open < 0.02:
             self._open = 0.0
         self._width += self._width_rate * (width_target - self._width)
-        return MouthShape(openness=self._open, width=self._width * min(1.0, self._open * 4))
+        if abs(self._width) < 0.02:
+            self._width = 0.0
+        return MouthShape(openness=self._open, width=self._width)

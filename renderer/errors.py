@@ -28,9 +28,7 @@ class NoFaceError(RendererInputError):
 
 class FaceTooSmallError(RendererInputError):
     def __init__(self, *, face_px: int, min_px: int) -> None:
-        super().__init__(
-            f"face too small: it is {face_px} px wide, the minimum is {min_px} px"
-        )
+        super().__init__(f"face too small: it is {face_px} px wide, the minimum is {min_px} px")
         self.face_px = face_px
         self.min_px = min_px
 

@@ -23,7 +23,7 @@ from renderer.options import RendererOptions
 
 logger = logging.getLogger("renderer")
 
-MIN_FACE_PX = 64  # landmark box width in the photo; below it the mouth is a few pixels
+MIN_FACE_PX = 80  # landmark box width in the photo; smaller faces upscale into mush
 # The framed crop is this many face heights tall (head, hair and a little shoulder).
 FRAMING_SCALE = 1.9
 _FORMAT_VERSION = 1
@@ -100,6 +100,8 @@ class FaceAsset:
             if meta.get("version") != _FORMAT_VERSION:
                 raise ImageDecodeError("prepared face has an unknown format version")
             bgr = cv2.imdecode(data["image_png"], cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise ImageDecodeError("prepared face is corrupt")
             landmarks = data["landmarks"].astype(np.float32)
         width, height = meta["source_size"]
         return cls(

@@ -48,8 +48,8 @@ def decode_image(data: bytes) -> np.ndarray:
                     f"the limit is {MAX_IMAGE_PIXELS // 1_000_000} megapixels"
                 )
             image.draft("RGB", (MAX_WORKING_SIDE, MAX_WORKING_SIDE))  # JPEG: decode scaled
-            image = ImageOps.exif_transpose(image)
-            rgb = _to_rgb(image)
+            upright = ImageOps.exif_transpose(image)
+            rgb = _to_rgb(upright)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError("image is too large to decode safely") from exc
     except (OSError, SyntaxError, ValueError) as exc:

@@ -72,6 +72,9 @@ class FaceLandmarker:
     """Thread-safe wrapper; one MediaPipe graph per instance, calls serialised by a lock."""
 
     def __init__(self, *, max_faces: int = 4) -> None:
+        # MediaPipe's C++ logging goes straight to stderr; keep it to warnings and worse.
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         from mediapipe.tasks.python import BaseOptions, vision
 
         options = vision.FaceLandmarkerOptions(

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from renderer.audio import MouthShape
+from renderer.backends.base import PreparedFace
 from renderer.face import FaceAsset
 from renderer.landmarks import INNER_LOWER, INNER_UPPER, MOUTH_LEFT, MOUTH_RIGHT, OUTER_LOWER
 from renderer.onnx import gpu_available, new_inference_session
@@ -29,17 +30,17 @@ from renderer.options import RendererOptions
 MAX_GAP = 0.42  # lip gap at openness 1
 UPPER_SHARE = 0.28  # share of the gap taken by the upper lip moving up
 UPPER_FALLOFF = 0.45  # upper-lip displacement fades out this far above the lip line
-LOWER_FALLOFF = 0.80  # lower lip + chin displacement fades out this far below it
+LOWER_FALLOFF = 0.62  # lower lip + chin displacement fades out this far below it
 SPREAD = 0.10  # width change at width=+1
 ROUND = 0.16  # width change at width=-1
 TEETH_HEIGHT = 0.10
 INNER_CORNER = 0.92  # the inner gap ends a little inside the outer corners
 
 
-def _raised_cosine(distance: np.ndarray, length: float) -> np.ndarray:
-    """1 at 0, 0 from `length` on, smooth in between."""
+def _falloff(distance: np.ndarray, length: float | np.ndarray) -> np.ndarray:
+    """1 at 0, 0 from `length` on, smooth (smoothstep) in between; cheap on a hot path."""
     x = np.clip(distance / length, 0.0, 1.0)
-    return (0.5 + 0.5 * np.cos(np.pi * x)).astype(np.float32)
+    return (1.0 - x * x * (3.0 - 2.0 * x)).astype(np.float32)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -52,11 +53,15 @@ class WarpFace:
     u: np.ndarray  # (h, w) mouth-frame coordinates of each ROI pixel
     v: np.ndarray
     v_line: np.ndarray  # (h, w) rest lip line under each pixel (same column of the mouth frame)
-    lateral: np.ndarray  # (h, w) weight of width changes along the mouth
-    vertical: np.ndarray  # (h, w) weight of width changes across it
+    rel: np.ndarray  # (h, w) v - v_line: signed distance from the rest lip line, + below
+    inv_falloff: np.ndarray  # (h, w) 1 / falloff length (upper or lower) for each pixel
+    row_rel_min: np.ndarray  # (h,) per ROI row, min and max of rel: finds the gap's rows fast
+    row_rel_max: np.ndarray
+    mouth_cols: slice  # ROI columns the open mouth can reach
+    width_weight: np.ndarray  # (h, w) how much width changes move each pixel
+    edge_share: np.ndarray  # (h, w) -UPPER_SHARE above the lip line, 1 - UPPER_SHARE below
     mouth_width: float
-    dark: np.ndarray  # (3,) cavity colour
-    teeth: np.ndarray  # (3,) teeth colour
+    palette: np.ndarray  # (3, 3) rows: cavity, tongue and teeth colours
     image_chw: np.ndarray  # (1, 3, H, W) float32, for the ONNX engine
 
 
@@ -64,10 +69,21 @@ class WarpFace:
 class WarpPlan:
     """Per-frame sampling maps and cavity overlay for the ROI."""
 
-    map_x: np.ndarray
+    map_x: np.ndarray  # (h, w) float32, ROI-sized
     map_y: np.ndarray
-    cavity: np.ndarray  # (h, w, 3) float32
-    alpha: np.ndarray  # (h, w) float32, cavity coverage
+    # The open mouth lives in a small window of the ROI: rows/cols slices, and its colour and
+    # coverage there (empty when the mouth is shut).
+    window: tuple[slice, slice]
+    cavity: np.ndarray  # (wh, ww, 3) float32
+    alpha: np.ndarray  # (wh, ww) float32
+
+    def full_cavity(self) -> tuple[np.ndarray, np.ndarray]:
+        """Cavity and coverage padded to the whole ROI (for the ONNX graph)."""
+        cavity = np.zeros((*self.map_x.shape, 3), np.float32)
+        alpha = np.zeros(self.map_x.shape, np.float32)
+        cavity[self.window] = self.cavity
+        alpha[self.window] = self.alpha
+        return cavity, alpha
 
 
 def prepare_warp_face(face: FaceAsset) -> WarpFace:
@@ -105,9 +121,13 @@ def prepare_warp_face(face: FaceAsset) -> WarpFace:
     u = du * axis_u[0] + dv * axis_u[1]
     v = du * axis_v[0] + dv * axis_v[1]
     v_line = np.interp(u, grid_u, line)
-    lateral = np.where(np.abs(u) <= half, 1.0, _raised_cosine(np.abs(u) - half, 0.75 * half))
-    vertical = _raised_cosine(np.abs(v - v_line), 0.8 * mouth_width)
+    lateral = np.where(np.abs(u) <= half, 1.0, _falloff(np.abs(u) - half, 0.75 * half))
+    vertical = _falloff(np.abs(v - v_line), 0.6 * mouth_width)
 
+    rel = v - v_line
+    inv_falloff = np.where(
+        rel > 0, 1.0 / (LOWER_FALLOFF * mouth_width), 1.0 / (UPPER_FALLOFF * mouth_width)
+    )
     lips = _lip_colour(face, pts)
     luma = float(face.image.mean()) / 255.0
     f32 = np.float32
@@ -120,57 +140,92 @@ def prepare_warp_face(face: FaceAsset) -> WarpFace:
         u=u.astype(f32),
         v=v.astype(f32),
         v_line=v_line.astype(f32),
-        lateral=lateral.astype(f32),
-        vertical=vertical.astype(f32),
+        rel=rel.astype(f32),
+        inv_falloff=inv_falloff.astype(f32),
+        row_rel_min=rel.min(axis=1).astype(f32),
+        row_rel_max=rel.max(axis=1).astype(f32),
+        mouth_cols=_columns_within(u, 0.5 * INNER_CORNER * mouth_width + 2),
+        width_weight=(lateral * vertical).astype(f32),
+        edge_share=np.where(rel > 0, 1.0 - UPPER_SHARE, -UPPER_SHARE).astype(f32),
         mouth_width=mouth_width,
-        dark=(lips * 0.28).astype(f32),
-        teeth=(np.array([222.0, 214.0, 198.0]) * float(np.clip(0.55 + luma, 0.7, 1.05))).astype(f32),
+        palette=np.stack(
+            [
+                lips * 0.40,
+                lips * 0.75,
+                np.array([222.0, 214.0, 198.0]) * float(np.clip(0.55 + luma, 0.7, 1.05)),
+            ]
+        ).astype(f32),
         image_chw=face.image.transpose(2, 0, 1)[None].astype(f32),
     )
 
 
 def plan_warp(face: WarpFace, mouth: MouthShape) -> WarpPlan:
-    """Backward sampling maps (output pixel -> photo pixel) and the cavity for one mouth shape."""
+    """Backward sampling maps (output pixel -> photo pixel) and the cavity for one mouth shape.
+
+    Hot path: float32 throughout, no transcendental functions but one sqrt.
+    """
     mw = face.mouth_width
-    u, v, v_line = face.u, face.v, face.v_line
-    rel = v - v_line  # signed distance from the rest lip line, + below
+    f32 = np.float32
+    if mouth.width:
+        scale = SPREAD * mouth.width if mouth.width > 0 else ROUND * mouth.width
+        su = face.u - f32(scale) * face.u * face.width_weight
+    else:
+        su = face.u
+    # elliptical opening profile across the mouth, 0 beyond the inner corners
+    x = su * f32(2.0 / (INNER_CORNER * mw))
+    profile = np.sqrt(np.maximum(f32(1.0) - x * x, f32(0.0)))
+    gap = profile * f32(MAX_GAP * mw * mouth.openness)
 
-    scale = SPREAD * mouth.width if mouth.width >= 0 else ROUND * mouth.width
-    su = u - scale * u * face.lateral * face.vertical
-    corner = INNER_CORNER * mw / 2
-    profile = np.clip(1.0 - (su / corner) ** 2, 0.0, 1.0) ** 0.9
-    gap = (MAX_GAP * mw * mouth.openness) * profile
-    up = UPPER_SHARE * gap
-    lo = gap - up
-
-    above = rel < -up
-    below = rel > lo
-    sv = np.where(
-        above,
-        v + up * _raised_cosine(-rel - up, UPPER_FALLOFF * mw),
-        np.where(below, v - lo * _raised_cosine(rel - lo, LOWER_FALLOFF * mw), v_line),
-    )
+    # Each lip edge moves to `edge` (up for the upper lip, down for the lower) and drags its
+    # side along with a falloff measured from the displaced edge, so the edge samples the rest
+    # lip line exactly; between the two edges lies the open mouth.
+    edge = face.edge_share * gap
+    rel_minus_edge = face.rel - edge
+    inside = rel_minus_edge * face.edge_share <= 0
+    beyond = np.minimum(np.abs(rel_minus_edge) * face.inv_falloff, f32(1.0))
+    falloff = f32(1.0) - beyond * beyond * (f32(3.0) - f32(2.0) * beyond)
+    sv = face.v - edge * falloff
+    np.copyto(sv, face.v_line, where=inside)
     map_x = face.center[0] + su * face.axis_u[0] + sv * face.axis_v[0]
     map_y = face.center[1] + su * face.axis_u[1] + sv * face.axis_v[1]
+    window, cavity, alpha = _cavity(face, mouth, su, gap)
+    return WarpPlan(map_x=map_x, map_y=map_y, window=window, cavity=cavity, alpha=alpha)
 
-    from_top = rel + up  # depth below the upper lip edge, inside the gap
-    from_bottom = lo - rel
-    coverage = np.clip(np.minimum(from_top, from_bottom) + 0.5, 0.0, 1.0)
-    alpha = (coverage * np.clip(gap, 0.0, 1.0)).astype(np.float32)
 
-    shade = 0.55 + 0.45 * np.clip(1.0 - from_top / (0.5 * gap + 1.0), 0.0, 1.0)
-    cavity = face.dark[None, None, :] * shade[..., None]
-    teeth_h = np.minimum(TEETH_HEIGHT * mw, 0.5 * gap)
-    in_teeth_span = np.clip((0.62 * mw / 2 - np.abs(su)) / (0.06 * mw), 0.0, 1.0)
-    teeth_a = np.clip(teeth_h - from_top + 0.5, 0.0, 1.0) * in_teeth_span
-    teeth_a *= np.clip(gap / (0.06 * mw), 0.0, 1.0)
-    cavity += (face.teeth[None, None, :] - cavity) * teeth_a[..., None]
-    return WarpPlan(
-        map_x=map_x.astype(np.float32),
-        map_y=map_y.astype(np.float32),
-        cavity=cavity.astype(np.float32),
-        alpha=alpha,
+def _cavity(
+    face: WarpFace, mouth: MouthShape, su: np.ndarray, gap: np.ndarray
+) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray]:
+    """Colour and coverage of the open mouth, on the small window the gap can reach."""
+    f32 = np.float32
+    mw = face.mouth_width
+    top = UPPER_SHARE * MAX_GAP * mw * mouth.openness + 1.0
+    bottom = (1.0 - UPPER_SHARE) * MAX_GAP * mw * mouth.openness + 1.0
+    rows = np.flatnonzero((face.row_rel_max > -top) & (face.row_rel_min < bottom))
+    if rows.size == 0 or mouth.openness <= 0:
+        return (slice(0, 0), slice(0, 0)), np.zeros((0, 0, 3), f32), np.zeros((0, 0), f32)
+    window = (slice(int(rows[0]), int(rows[-1]) + 1), face.mouth_cols)
+    rel, su_w, gap_w = face.rel[window], su[window], gap[window]
+    up = gap_w * f32(UPPER_SHARE)
+    from_top = rel + up  # depth below the upper lip edge
+    from_bottom = gap_w - up - rel  # height above the lower lip edge
+    coverage = np.clip(np.minimum(from_top, from_bottom) + f32(0.5), 0.0, 1.0)
+    alpha = coverage * np.minimum(gap_w, f32(1.0))
+
+    # Three layers, back to front: shaded cavity, tongue low in a wide-open mouth, upper teeth.
+    shade = f32(0.5) + f32(0.5) * np.clip(f32(1.0) - from_top / (f32(0.5) * gap_w + 1), 0, 1)
+    tongue = np.clip(f32(1.0) - from_bottom / (f32(0.35) * gap_w + 1), 0, 1)
+    tongue *= np.clip(gap_w * f32(1.0 / (0.25 * mw)) - f32(0.3), 0, 1)
+    tongue *= np.clip((f32(0.3 * mw) - np.abs(su_w)) * f32(1.0 / (0.1 * mw)), 0, 1) * f32(0.8)
+    teeth_h = np.minimum(f32(TEETH_HEIGHT * mw), f32(0.5) * gap_w)
+    teeth = np.clip(teeth_h - from_top + f32(0.5), 0, 1)
+    teeth *= np.clip((f32(0.31 * mw) - np.abs(su_w)) * f32(1.0 / (0.06 * mw)), 0, 1)
+    teeth *= np.minimum(gap_w * f32(1.0 / (0.06 * mw)), f32(1.0))
+    behind_teeth = f32(1.0) - teeth
+    weights = np.stack(
+        [shade * (f32(1.0) - tongue) * behind_teeth, tongue * behind_teeth, teeth], axis=-1
     )
+    cavity = weights @ face.palette  # (h, w, 3) @ (3, 3): one BLAS call for all three layers
+    return window, cavity.astype(f32, copy=False), alpha.astype(f32, copy=False)
 
 
 class WarpBackend:
@@ -196,7 +251,9 @@ class WarpBackend:
     def prepare(self, face: FaceAsset) -> WarpFace:
         return prepare_warp_face(face)
 
-    def render(self, prepared: WarpFace, mouth: MouthShape) -> np.ndarray:  # type: ignore[override]
+    def render(self, prepared: PreparedFace, mouth: MouthShape) -> np.ndarray:
+        if not isinstance(prepared, WarpFace):
+            raise TypeError("the warp backend renders faces it prepared itself")
         frame = prepared.face.image.copy()
         if mouth.openness <= 0.0 and mouth.width == 0.0:
             return frame  # the rest pose is the photo itself
@@ -210,6 +267,7 @@ class WarpBackend:
 
     def _sample_onnx(self, face: WarpFace, plan: WarpPlan) -> np.ndarray:
         height, width = face.face.image.shape[:2]
+        cavity, alpha = plan.full_cavity()
         grid = np.stack(
             [plan.map_x * (2.0 / (width - 1)) - 1.0, plan.map_y * (2.0 / (height - 1)) - 1.0],
             axis=-1,
@@ -219,8 +277,8 @@ class WarpBackend:
             {
                 "image": face.image_chw,
                 "grid": grid,
-                "cavity": plan.cavity.transpose(2, 0, 1)[None],
-                "alpha": plan.alpha[None, None],
+                "cavity": cavity.transpose(2, 0, 1)[None],
+                "alpha": alpha[None, None],
             },
         )[0]
         result: np.ndarray = out[0].transpose(1, 2, 0).astype(np.uint8)
@@ -234,9 +292,13 @@ def _sample_opencv(image: np.ndarray, plan: WarpPlan) -> np.ndarray:
     warped = cv2.remap(
         image, plan.map_x, plan.map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
     )
-    a = plan.alpha[..., None]
-    mixed = warped.astype(np.float32) * (1.0 - a) + plan.cavity * a
-    return np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+    if plan.alpha.size:
+        region = warped[plan.window]
+        a = plan.alpha[..., None]
+        mixed = region.astype(np.float32) * (1.0 - a) + plan.cavity * a
+        warped[plan.window] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+    out: np.ndarray = warped
+    return out
 
 
 def build_warp_graph() -> bytes:
@@ -285,7 +347,7 @@ def build_warp_graph() -> bytes:
 
 def _interp_curve(grid_u: np.ndarray, curve: np.ndarray) -> np.ndarray:
     order = np.argsort(curve[:, 0])
-    return np.interp(grid_u, curve[order, 0], curve[order, 1])
+    return np.asarray(np.interp(grid_u, curve[order, 0], curve[order, 1]), np.float64)
 
 
 def _lip_colour(face: FaceAsset, pts: np.ndarray) -> np.ndarray:
@@ -295,4 +357,9 @@ def _lip_colour(face: FaceAsset, pts: np.ndarray) -> np.ndarray:
     cv2.fillPoly(mask, [np.round(polygon).astype(np.int32)], 1)
     if mask.sum() < 4:
         return np.array([150.0, 80.0, 80.0])
-    return face.image[mask.astype(bool)].astype(np.float64).mean(axis=0)
+    return np.asarray(face.image[mask.astype(bool)].astype(np.float64).mean(axis=0))
+
+
+def _columns_within(u: np.ndarray, half_width: float) -> slice:
+    cols = np.flatnonzero((np.abs(u) < half_width).any(axis=0))
+    return slice(int(cols[0]), int(cols[-1]) + 1) if cols.size else slice(0, 0)

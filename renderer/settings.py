@@ -1,0 +1,44 @@
+"""Renderer settings from the environment (ATLAS_RENDERER_*), shared by the API and the agent."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from renderer.options import RendererOptions
+
+
+class RendererSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ATLAS_RENDERER_", extra="ignore")
+
+    backend: Literal["warp", "wav2lip"] = "warp"
+    model: str | None = Field(default=None, description="path to a user-supplied ONNX model")
+    fps: int = 25
+    size: int = 512
+    sample_rate: int = 24000
+    providers: str | None = Field(
+        default=None, description="comma-separated ONNX Runtime providers, best first"
+    )
+    warp_engine: Literal["auto", "onnx", "opencv"] = "auto"
+    threads: int = 1
+    idle_motion: bool = True
+    video_preset: str = "ultrafast"
+    video_crf: int = 23
+
+    def to_options(self) -> RendererOptions:
+        providers = tuple(p.strip() for p in self.providers.split(",")) if self.providers else None
+        return RendererOptions(
+            fps=self.fps,
+            size=self.size,
+            sample_rate=self.sample_rate,
+            backend=self.backend,
+            model_path=self.model,
+            providers=providers,
+            warp_engine=self.warp_engine,
+            threads=self.threads,
+            idle_motion=self.idle_motion,
+            video_preset=self.video_preset,
+            video_crf=self.video_crf,
+        )

@@ -1,0 +1,263 @@
+"""StreamRenderer: push PCM, pull frames at fps, each with its exact audio slice.
+
+Contract:
+- push_audio() takes PCM at any rate and channel count; it is resampled to options.sample_rate.
+- pull() returns the next speech frame once its audio slice plus `lookahead_s` more has arrived
+  (the whole algorithmic latency; a resampler adds its own small filter delay when rates differ).
+- flush() ends a speech segment: the rest is rendered, the last slice zero-padded to a whole
+  frame so audio and video clocks never drift, and that frame has segment_end=True.
+- clear() drops all queued audio at once; the mouth is closed within `clear_latency_s`.
+- next_frame() never blocks: a speech frame if one is ready, else an idle frame (mouth at rest,
+  blinking and breathing).
+- set_face() crossfades to a new face over options.crossfade_s, one frame per call as ever.
+
+Not thread-safe: drive one instance from one thread (the agent uses a single render thread).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from renderer.audio import (
+    LOOKAHEAD_S,
+    FeatureExtractor,
+    MouthShape,
+    MouthTracker,
+    StreamResampler,
+    float_to_int16,
+    to_mono_float,
+)
+from renderer.backends import Backend, create_backend
+from renderer.backends.base import PreparedFace
+from renderer.compose import EyeRegion, IdleMotion, crossfade, prepare_eyes
+from renderer.face import FaceAsset
+from renderer.options import RendererOptions
+
+CLEAR_RAMP_FRAMES = 2  # after clear() the mouth is shut by the second frame
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class RenderedFrame:
+    index: int  # position on the stream's frame clock (speech and idle frames alike)
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    audio: np.ndarray | None  # int16 mono, samples_per_frame long; None on idle frames
+    mouth: MouthShape
+    fps: int
+    segment_end: bool = False
+
+    @property
+    def timestamp_s(self) -> float:
+        return self.index / self.fps
+
+
+@dataclass(slots=True, eq=False)
+class _Segment:
+    chunks: list[np.ndarray] = field(default_factory=list)
+    length: int = 0
+    closed: bool = False
+
+    def append(self, samples: np.ndarray) -> None:
+        if samples.size:
+            self.chunks.append(samples)
+            self.length += samples.size
+
+    def take(self, count: int) -> np.ndarray:
+        """The first `count` samples (zero-padded past the end), without consuming them."""
+        if len(self.chunks) > 1:
+            self.chunks = [np.concatenate(self.chunks)]
+        head = self.chunks[0][:count] if self.chunks else np.zeros(0, np.float32)
+        if head.size < count:
+            head = np.concatenate([head, np.zeros(count - head.size, np.float32)])
+        return head
+
+    def consume(self, count: int) -> None:
+        if self.chunks:
+            self.chunks = [np.concatenate(self.chunks)[count:]]
+        self.length = max(self.length - count, 0)
+
+
+@dataclass(slots=True, eq=False)
+class _Fade:
+    old: PreparedFace
+    old_eyes: tuple[EyeRegion, ...]
+    frames: int
+    done: int = 0
+
+
+class StreamRenderer:
+    def __init__(
+        self,
+        *,
+        face: FaceAsset,
+        options: RendererOptions | None = None,
+        backend: Backend | None = None,
+    ) -> None:
+        self.options = options or RendererOptions()
+        self._backend = backend or create_backend(self.options)
+        self._owns_backend = backend is None
+        self._spf = self.options.samples_per_frame
+        self._lookahead = round(LOOKAHEAD_S * self.options.sample_rate)
+        self._features = FeatureExtractor(self.options.sample_rate, self._spf)
+        self._tracker = MouthTracker(self.options.fps)
+        self._resampler = StreamResampler(self.options.sample_rate)
+        self._segments: deque[_Segment] = deque()
+        self._idle = IdleMotion(fps=self.options.fps, seed=self.options.seed)
+        self._prepared = self._backend.prepare(face)
+        self._eyes = prepare_eyes(face)
+        self._out_size = face.size
+        self._fade: _Fade | None = None
+        self._clear_ramp = 0
+        self._clear_from = MouthShape()
+        self._last_mouth = MouthShape()
+        self._index = 0
+
+    # -- properties -------------------------------------------------------------------------
+
+    @property
+    def lookahead_s(self) -> float:
+        """Audio needed past a frame's own slice before that frame can be rendered."""
+        return self._lookahead / self.options.sample_rate
+
+    @property
+    def clear_latency_s(self) -> float:
+        return CLEAR_RAMP_FRAMES / self.options.fps
+
+    @property
+    def provider(self) -> str:
+        return self._backend.provider
+
+    @property
+    def frame_index(self) -> int:
+        return self._index
+
+    @property
+    def face(self) -> FaceAsset:
+        return self._prepared.face
+
+    @property
+    def queued_samples(self) -> int:
+        return sum(s.length for s in self._segments)
+
+    def ready_frames(self) -> int:
+        ready = 0
+        for seg in self._segments:
+            if seg.closed:
+                ready += -(-seg.length // self._spf)
+            else:
+                ready += max(0, (seg.length - self._lookahead) // self._spf)
+                break
+        return ready
+
+    # -- input ------------------------------------------------------------------------------
+
+    def push_audio(self, pcm: np.ndarray, *, sample_rate: int, num_channels: int = 1) -> None:
+        samples = self._resampler.push(to_mono_float(pcm, num_channels), sample_rate)
+        self._open_segment().append(samples)
+
+    def flush(self) -> None:
+        """End the current speech segment (its last frame will carry segment_end=True)."""
+        tail = self._resampler.flush()
+        if self._segments and not self._segments[-1].closed:
+            self._segments[-1].append(tail)
+            self._segments[-1].closed = True
+        elif tail.size:
+            seg = self._open_segment()
+            seg.append(tail)
+            seg.closed = True
+
+    def clear(self) -> None:
+        """Drop every queued sample now (an interruption); the mouth closes within 2 frames."""
+        self._segments.clear()
+        self._resampler.reset()
+        self._tracker.interrupt()
+        self._clear_from = self._last_mouth
+        self._clear_ramp = CLEAR_RAMP_FRAMES
+
+    def set_face(self, face: FaceAsset) -> None:
+        """Switch faces with a crossfade; the frame clock is untouched."""
+        prepared = self._backend.prepare(face)
+        frames = round(self.options.crossfade_s * self.options.fps)
+        old, old_eyes = self._prepared, self._eyes
+        self._prepared, self._eyes = prepared, prepare_eyes(face)
+        self._fade = _Fade(old=old, old_eyes=old_eyes, frames=frames) if frames > 0 else None
+
+    # -- output -----------------------------------------------------------------------------
+
+    def pull(self) -> RenderedFrame | None:
+        """The next speech frame if its audio is all here, else None."""
+        while self._segments:
+            seg = self._segments[0]
+            if seg.closed and seg.length == 0:
+                self._segments.popleft()
+                continue
+            if not seg.closed and seg.length < self._spf + self._lookahead:
+                return None
+            window = seg.take(self._spf + self._lookahead)
+            seg.consume(self._spf)
+            end = seg.closed and seg.length == 0
+            if end:
+                self._segments.popleft()
+            mouth = self._tracker.speech(self._features(window[self._lookahead :]))
+            return self._emit(mouth, audio=float_to_int16(window[: self._spf]), segment_end=end)
+        return None
+
+    def next_frame(self) -> RenderedFrame:
+        """A speech frame if one is ready, otherwise an idle frame; never waits."""
+        return self.pull() or self._emit(self._tracker.silence(), audio=None, segment_end=False)
+
+    def close(self) -> None:
+        self._segments.clear()
+        if self._owns_backend:
+            self._backend.close()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _open_segment(self) -> _Segment:
+        if not self._segments or self._segments[-1].closed:
+            self._segments.append(_Segment())
+        return self._segments[-1]
+
+    def _emit(
+        self, mouth: MouthShape, *, audio: np.ndarray | None, segment_end: bool
+    ) -> RenderedFrame:
+        if self._clear_ramp:  # the interrupted mouth closes over a fixed, short ramp
+            self._clear_ramp -= 1
+            factor = self._clear_ramp / CLEAR_RAMP_FRAMES
+            closing = self._clear_from
+            mouth = MouthShape(
+                openness=max(mouth.openness, closing.openness * factor),
+                width=mouth.width if mouth.openness else closing.width * factor,
+            )
+        self._last_mouth = mouth
+        image = self._render_face(self._prepared, self._eyes, mouth)
+        if self._fade is not None:
+            fade = self._fade
+            fade.done += 1
+            old = self._render_face(fade.old, fade.old_eyes, mouth)
+            image = crossfade(old, image, fade.done / (fade.frames + 1))
+            if fade.done >= fade.frames:
+                self._fade = None
+        if (image.shape[1], image.shape[0]) != self._out_size:
+            image = cv2.resize(image, self._out_size, interpolation=cv2.INTER_AREA)
+        frame = RenderedFrame(
+            index=self._index,
+            image=image,
+            audio=audio,
+            mouth=mouth,
+            fps=self.options.fps,
+            segment_end=segment_end,
+        )
+        self._index += 1
+        return frame
+
+    def _render_face(
+        self, prepared: PreparedFace, eyes: tuple[EyeRegion, ...], mouth: MouthShape
+    ) -> np.ndarray:
+        image = self._backend.render(prepared, mouth)
+        if self.options.idle_motion:
+            image = self._idle.apply(image, eyes, self._index)
+        return image

@@ -1,0 +1,37 @@
+"""Shared fixtures: the committed media and a prepared face."""
+
+from __future__ import annotations
+
+import json
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def face_bytes() -> bytes:
+    return (FIXTURES / "face.jpg").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def speech() -> tuple[np.ndarray, int]:
+    """The espeak-ng fixture as (int16 mono PCM, sample rate)."""
+    with wave.open(str(FIXTURES / "speech.wav")) as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), np.int16).copy()
+        return pcm, w.getframerate()
+
+
+@pytest.fixture(scope="session")
+def phonemes() -> list[dict[str, float | str]]:
+    data = json.loads((FIXTURES / "speech_phonemes.json").read_text())
+    phonemes: list[dict[str, float | str]] = data["phonemes"]
+    return phonemes
