@@ -53,9 +53,6 @@ class Settings(BaseSettings):
 
     db_busy_timeout_s: float = 5.0
 
-    renderer_backend: Literal["warp", "wav2lip"] = "warp"
-    renderer_model: str | None = None
-
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:
         if self.env != "dev" and self.secret_key.strip() in _PLACEHOLDERS:

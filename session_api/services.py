@@ -47,8 +47,11 @@ class TaskOwner:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def renderer_options(settings: Settings) -> RendererOptions:
-    return RendererOptions(backend=settings.renderer_backend, model_path=settings.renderer_model)
+def renderer_options() -> RendererOptions:
+    """The renderer's own ATLAS_RENDERER_* settings (shared with the agent)."""
+    from renderer.settings import RendererSettings
+
+    return RendererSettings().to_options()
 
 
 @dataclass(kw_only=True)
@@ -131,7 +134,7 @@ async def open_services(
         metrics=metrics or Metrics(),
         signer=UrlSigner(settings.secret_key.encode()),
         upload_dir=upload_dir,
-        options=renderer_options(settings),
+        options=renderer_options(),
     )
     if background:
         services.sender = WebhookSender(
