@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-run: render-sample
+run: install
+	$(VENV)/bin/atlas serve --host 127.0.0.1 --port 8000
 
 render-sample: install
 	$(VENV)/bin/atlas render --audio tests/fixtures/speech.wav --image tests/fixtures/face.jpg \

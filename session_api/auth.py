@@ -71,10 +71,11 @@ async def authenticate(db: Database, header: str | None) -> AuthedKey:
     key = parse_bearer(header)
     digest = hash_key(key)
     try:
-        async with db.session() as session:
-            row = (
-                await session.execute(select(ApiKey).where(ApiKey.key_hash == digest))
+        row = await db.read(
+            lambda session: session.execute(
+                select(ApiKey).where(ApiKey.key_hash == digest)
             ).scalar_one_or_none()
+        )
     except (SQLAlchemyError, OSError) as exc:
         raise AuthUnavailable() from exc
     # The index finds the row by hash; the compare below keeps the final check constant-time.

@@ -42,6 +42,10 @@ def _serve(argv: list[str]) -> int:
 
     _setup_logging()
     settings = get_settings()
+    if "public_url" not in settings.model_fields_set:
+        # Links in responses must point at where this server actually listens.
+        local = "127.0.0.1" if args.host in {"0.0.0.0", "::"} else args.host
+        settings = settings.model_copy(update={"public_url": f"http://{local}:{args.port}"})
     app = create_app(settings, worker=False if args.no_worker else None)
     print(_hint(settings, args.host, args.port), file=sys.stderr, flush=True)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info", access_log=False)

@@ -124,8 +124,7 @@ class JobQueue:
 
     # --- reads -------------------------------------------------------------------------------
     async def get(self, job_id: str, *, key_id: int) -> Job | None:
-        async with self.db.session() as session:
-            job = await session.get(Job, job_id)
+        job = await self.db.read(lambda session: session.get(Job, job_id))
         return job if job is not None and job.key_id == key_id else None
 
     async def list_for_key(self, *, key_id: int, limit: int, offset: int) -> tuple[list[Job], int]:
