@@ -65,14 +65,11 @@ def crop_box(face: FaceAsset) -> tuple[int, int, int, int]:
     x0, y0 = pts.min(axis=0)
     x1, y1 = pts.max(axis=0)
     y1 = y1 + BOX_CHIN_PAD * (y1 - y0)
-    side = max(x1 - x0, y1 - y0)
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    side = max(round(float(max(x1 - x0, y1 - y0))), 2)
     width, height = face.size
-    left = int(np.clip(round(cx - side / 2), 0, width - 1))
-    top = int(np.clip(round(cy - side / 2), 0, height - 1))
-    right = int(np.clip(round(cx + side / 2), left + 1, width))
-    bottom = int(np.clip(round(cy + side / 2), top + 1, height))
-    return left, top, right, bottom
+    left = int(np.clip(round((x0 + x1 - side) / 2), 0, width - 1))
+    top = int(np.clip(round((y0 + y1 - side) / 2), 0, height - 1))
+    return left, top, min(left + side, width), min(top + side, height)
 
 
 def model_input(crop_rgb: np.ndarray, size: int) -> np.ndarray:
