@@ -58,8 +58,11 @@ class RenderedFrame:
 
 @dataclass(slots=True, eq=False)
 class _Segment:
-    chunks: list[np.ndarray] = field(default_factory=list)
-    length: int = 0
+    """Queued audio of one speech segment: pushed chunks, read without re-copying the queue."""
+
+    chunks: deque[np.ndarray] = field(default_factory=deque)
+    head: int = 0  # read position inside chunks[0]
+    length: int = 0  # unread samples
     closed: bool = False
     consumed: int = 0  # samples already rendered
     keep: int = 0  # how many rendered samples to keep in `history` (for audio backends)
@@ -71,20 +74,34 @@ class _Segment:
             self.length += samples.size
 
     def take(self, count: int) -> np.ndarray:
-        """The first `count` samples (zero-padded past the end), without consuming them."""
-        if len(self.chunks) > 1:
-            self.chunks = [np.concatenate(self.chunks)]
-        head = self.chunks[0][:count] if self.chunks else np.zeros(0, np.float32)
-        if head.size < count:
-            head = np.concatenate([head, np.zeros(count - head.size, np.float32)])
-        return head
+        """The next `count` samples (zero-padded past the end), without consuming them."""
+        parts: list[np.ndarray] = []
+        need, offset = count, self.head
+        for chunk in self.chunks:
+            piece = chunk[offset : offset + need]
+            parts.append(piece)
+            need -= piece.size
+            offset = 0
+            if need == 0:
+                break
+        if need:
+            parts.append(np.zeros(need, np.float32))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def consume(self, count: int) -> None:
-        if self.chunks:
-            data = np.concatenate(self.chunks)
-            if self.keep:
-                self.history = np.concatenate([self.history, data[:count]])[-self.keep :]
-            self.chunks = [data[count:]]
+        if self.keep:
+            read = self.take(min(count, self.length))
+            self.history = np.concatenate([self.history, read])[-self.keep :]
+        remaining = count
+        while remaining and self.chunks:
+            available = self.chunks[0].size - self.head
+            if available <= remaining:
+                remaining -= available
+                self.chunks.popleft()
+                self.head = 0
+            else:
+                self.head += remaining
+                remaining = 0
         self.length = max(self.length - count, 0)
         self.consumed += count
 
