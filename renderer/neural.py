@@ -11,7 +11,6 @@ model shares its session and its batching loop, so frames of all streams run in 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -122,16 +121,16 @@ class NeuralSettings:
     io_binding: bool | None = None  # None: on GPU providers only
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> NeuralSettings:
-        env = dict(os.environ) if env is None else env
-        data_dir = env.get("ATLAS_DATA_DIR", "./atlas-data")
+    def from_env(cls) -> NeuralSettings:
+        from renderer.settings import NeuralEnvironment
+
+        env = NeuralEnvironment()
         return cls(
             policy=BatchPolicy(
-                max_batch=int(env.get("ATLAS_WAV2LIP_MAX_BATCH", "32")),
-                max_wait_s=float(env.get("ATLAS_WAV2LIP_MAX_WAIT_MS", "4")) / 1000,
+                max_batch=env.wav2lip_max_batch, max_wait_s=env.wav2lip_max_wait_ms / 1000
             ),
-            trt_cache_dir=env.get("ATLAS_TRT_CACHE_DIR") or str(Path(data_dir) / "trt-cache"),
-            trt_fp16=env.get("ATLAS_TRT_FP16", "1") not in {"0", "false", "no"},
+            trt_cache_dir=env.trt_cache_dir or str(env.data_dir / "trt-cache"),
+            trt_fp16=env.trt_fp16,
         )
 
 
