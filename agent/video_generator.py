@@ -8,8 +8,14 @@ per frame:
 - silence: an idle video frame (mouth at rest, blinking and breathing) and no audio.
 
 So the stream never stalls and audio never drifts from video: every audio sample leaves glued
-to the frame that shows it. Pacing belongs to the consumer (AvatarRunner's AVSynchronizer
-captures video at fps and the AudioSource plays audio in real time).
+to the frame that shows it.
+
+Pacing. Speech frames are yielded as fast as the consumer takes them (AvatarRunner's
+AVSynchronizer queues ~100 ms of each and plays them out in real time). Idle frames are yielded
+no earlier than their place on the frame clock: if idle frames ran ahead, they would sit in the
+synchroniser's video queue while the first speech audio went straight out of an empty
+AudioSource, and every reply would start with the lips ~3 frames behind the voice. With idle
+frames just in time, speech video enters an empty queue together with its audio.
 
 The StreamRenderer is not thread-safe: every call on it runs on this generator's one render
 thread, in submission order, so the event loop never blocks on pixels and a clear() can never
@@ -23,7 +29,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 from livekit import rtc
@@ -35,6 +41,32 @@ from renderer.backends import Backend
 logger = logging.getLogger("agent")
 
 T = TypeVar("T")
+
+# Past this much behind the frame clock (a stall), idle pacing re-anchors instead of bursting.
+REANCHOR_S = 0.2
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+    async def wait(self, event: asyncio.Event, seconds: float) -> None:
+        """Return once `event` is set or `seconds` have passed."""
+        ...
+
+
+class LoopClock:
+    """The running event loop's monotonic clock."""
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def wait(self, event: asyncio.Event, seconds: float) -> None:
+        if event.is_set() or seconds <= 0:
+            return
+        try:
+            await asyncio.wait_for(event.wait(), seconds)
+        except TimeoutError:
+            pass
 
 
 class AvatarVideoFrame(rtc.VideoFrame):
@@ -80,16 +112,21 @@ class LipSyncVideoGenerator(VideoGenerator):
         options: RendererOptions | None = None,
         backend: Backend | None = None,
         speech_wait_s: float | None = None,
-        clock: Callable[[], float] | None = None,
+        pace_idle: bool = True,
+        clock: Clock | None = None,
     ) -> None:
         """`speech_wait_s`: how long to wait for late audio of an open segment before an idle
-        frame is shown instead (default: one frame interval)."""
+        frame is shown instead (default: one frame interval). `pace_idle`: yield idle frames
+        on the frame clock (see the module docstring); off only for offline consumers."""
         self._options = options or RendererOptions()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atlas-render")
         self._renderer = StreamRenderer(face=face, options=self._options, backend=backend)
         fps = self._options.fps
         self._speech_wait_s = 1.0 / fps if speech_wait_s is None else speech_wait_s
-        self._clock = clock or _loop_time
+        self._clock = clock or LoopClock()
+        self._pace_idle = pace_idle
+        self._anchor: float | None = None  # clock time of frame 0 on the frame clock
+        self._next_index = 0
         self._audio_arrived = asyncio.Event()
         self._segment_open = False
         self._epoch = 0  # bumped by every clear: frames rendered before it lose their audio
@@ -188,30 +225,44 @@ class LipSyncVideoGenerator(VideoGenerator):
     async def _call(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
+    def _idle_due(self) -> float:
+        """When the next frame is due on the frame clock (re-anchored after a stall)."""
+        now = self._clock.now()
+        interval = 1.0 / self._options.fps
+        if self._anchor is None or now - (self._anchor + self._next_index * interval) > REANCHOR_S:
+            self._anchor = now - self._next_index * interval
+        return self._anchor + self._next_index * interval
+
     async def _next_rendered(self) -> tuple[RenderedFrame, bool] | None:
         """The next frame and whether a clear came after it was rendered; None once closed."""
-        deadline: float | None = None
+        speech_deadline: float | None = None
         while not self._closed:
             self._audio_arrived.clear()
             epoch = self._epoch
             waiting = self._segment_open
-            allow_idle = not waiting or (deadline is not None and self._clock() >= deadline)
-            started = self._clock()
+            now = self._clock.now()
+            if waiting:
+                allow_idle = speech_deadline is not None and now >= speech_deadline
+            else:
+                allow_idle = not self._pace_idle or now >= self._idle_due()
+            started = now
             frame = await self._call(self._step, allow_idle)
             if frame is not None:
-                if self._clock() - started > 1.0 / self._options.fps:
+                if self._clock.now() - started > 1.0 / self._options.fps:
                     self.stats.slow_frames += 1
                 if waiting and frame.audio is None:
                     self.stats.starved_frames += 1
+                self._next_index = frame.index + 1
                 return frame, epoch != self._epoch
-            if deadline is None:
-                deadline = self._clock() + self._speech_wait_s
-            remaining = deadline - self._clock()
-            if remaining > 0 and not self._audio_arrived.is_set():
-                try:
-                    await asyncio.wait_for(self._audio_arrived.wait(), remaining)
-                except TimeoutError:
-                    pass
+            if self._audio_arrived.is_set():
+                continue
+            if self._segment_open:
+                if speech_deadline is None:
+                    speech_deadline = self._clock.now() + self._speech_wait_s
+                wake = speech_deadline
+            else:
+                wake = self._idle_due()
+            await self._clock.wait(self._audio_arrived, wake - self._clock.now())
         return None
 
     async def _stream(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
@@ -234,7 +285,3 @@ class LipSyncVideoGenerator(VideoGenerator):
                 if rendered.segment_end:
                     self.stats.segments += 1
                     yield AudioSegmentEnd()
-
-
-def _loop_time() -> float:
-    return asyncio.get_running_loop().time()

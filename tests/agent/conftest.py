@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import cv2
@@ -44,11 +45,31 @@ def speech24k(speech: tuple[np.ndarray, int], options: RendererOptions) -> np.nd
     return np.clip(np.rint(out * 32768), -32768, 32767).astype(np.int16)
 
 
+class FakeClock:
+    """agent.video_generator.Clock with time that moves only when someone waits."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def now(self) -> float:
+        return self.t
+
+    async def wait(self, event: asyncio.Event, seconds: float) -> None:
+        if not event.is_set() and seconds > 0:
+            self.t += seconds
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
 @pytest.fixture
 async def generator(
-    face: FaceAsset, options: RendererOptions
+    face: FaceAsset, options: RendererOptions, clock: FakeClock
 ) -> AsyncIterator[LipSyncVideoGenerator]:
-    gen = LipSyncVideoGenerator(face=face, options=options)
+    gen = LipSyncVideoGenerator(face=face, options=options, clock=clock)
     yield gen
     await gen.aclose()
 

@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
+import pytest
 from livekit import rtc
 from livekit.agents.voice.avatar import AudioSegmentEnd, VideoGenerator
 
 from agent.video_generator import AvatarAudioFrame, AvatarVideoFrame, LipSyncVideoGenerator
 from renderer import FaceAsset, RendererOptions
-from tests.agent.conftest import audio_frames
+from tests.agent.conftest import FakeClock, audio_frames
 
 Item = rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd
 
@@ -83,12 +84,22 @@ async def test_speech_frames_carry_exact_audio_and_segments_end_once(
     assert generator.stats.segments == 2
 
 
-async def test_idle_frames_flow_without_input(face: FaceAsset) -> None:
-    gen = LipSyncVideoGenerator(face=face, options=RendererOptions(size=128, idle_motion=True))
+async def test_idle_frames_flow_without_input_on_the_frame_clock(
+    face: FaceAsset, clock: FakeClock
+) -> None:
+    options = RendererOptions(size=128, idle_motion=True)
+    gen = LipSyncVideoGenerator(face=face, options=options, clock=clock)
+    it = gen.__aiter__()
+    times = []
     try:
-        items = await take_video(gen.__aiter__(), 60)
+        items = []
+        for _ in range(60):
+            items += await take_video(it, 1)
+            times.append(clock.now())
     finally:
         await gen.aclose()
+    # never ahead of the frame clock (idle frames must not pile up in the sync queue)
+    assert np.allclose(np.diff(times), 1 / options.fps)
     assert all(isinstance(i, AvatarVideoFrame) and not i.speech for i in items)
     assert [f.index for f in videos(items)] == list(range(60))
     # blinking and breathing: the idle picture is alive, not a frozen copy
@@ -122,10 +133,27 @@ async def test_clear_buffer_stops_speech_within_the_stated_latency(
     assert generator.stats.interruptions == 1
 
 
-async def test_an_open_segment_waits_briefly_for_late_audio_then_idles(
-    face: FaceAsset, speech24k: np.ndarray, options: RendererOptions
+async def test_speech_runs_ahead_of_the_clock_and_idle_waits_for_it(
+    generator: LipSyncVideoGenerator,
+    speech24k: np.ndarray,
+    options: RendererOptions,
+    clock: FakeClock,
 ) -> None:
-    gen = LipSyncVideoGenerator(face=face, options=options, speech_wait_s=0.0)
+    rate = options.sample_rate
+    await push(generator, speech24k[:rate], rate, end=True)
+    it = generator.__aiter__()
+    start = clock.now()
+    speech = await take_until_segment_ends(it, 1)
+    assert clock.now() == start, "speech frames are yielded as fast as they are taken"
+    await take_video(it, 1)
+    # the first idle frame waits for its place after the 25 speech frames
+    assert clock.now() - start == pytest.approx(len(videos(speech)) / options.fps)
+
+
+async def test_an_open_segment_waits_briefly_for_late_audio_then_idles(
+    face: FaceAsset, speech24k: np.ndarray, options: RendererOptions, clock: FakeClock
+) -> None:
+    gen = LipSyncVideoGenerator(face=face, options=options, speech_wait_s=0.0, clock=clock)
     try:
         rate = options.sample_rate
         await push(gen, speech24k[: rate // 2], rate, end=False)  # the segment stays open
