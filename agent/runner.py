@@ -14,7 +14,7 @@ from agent.video_generator import LipSyncVideoGenerator
 # (2.5 frames at 25 fps) let the video lead by 25-60 ms. Rendering runs on its own thread, so
 # one queued frame is enough headroom when a frame renders in well under a frame interval
 # (bench/agent_streams.py measures that).
-SYNC_QUEUE_FRAMES = 2
+SYNC_QUEUE_FRAMES = 1
 
 
 def avatar_options(generator: LipSyncVideoGenerator) -> AvatarOptions:
