@@ -29,12 +29,13 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 import numpy as np
 from livekit import rtc
 from livekit.agents.voice.avatar import AudioSegmentEnd, VideoGenerator
 
+from agent.clock import Clock, LoopClock
 from renderer import FaceAsset, RenderedFrame, RendererOptions, StreamRenderer
 from renderer.backends import Backend
 
@@ -44,29 +45,6 @@ T = TypeVar("T")
 
 # Past this much behind the frame clock (a stall), idle pacing re-anchors instead of bursting.
 REANCHOR_S = 0.2
-
-
-class Clock(Protocol):
-    def now(self) -> float: ...
-
-    async def wait(self, event: asyncio.Event, seconds: float) -> None:
-        """Return once `event` is set or `seconds` have passed."""
-        ...
-
-
-class LoopClock:
-    """The running event loop's monotonic clock."""
-
-    def now(self) -> float:
-        return asyncio.get_running_loop().time()
-
-    async def wait(self, event: asyncio.Event, seconds: float) -> None:
-        if event.is_set() or seconds <= 0:
-            return
-        try:
-            await asyncio.wait_for(event.wait(), seconds)
-        except TimeoutError:
-            pass
 
 
 class AvatarVideoFrame(rtc.VideoFrame):
