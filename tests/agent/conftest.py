@@ -90,3 +90,34 @@ def tone_bursts(
     voiced = sum(np.sin(2 * np.pi * freq * k * t) / k for k in range(1, 8))
     gate = (t % (on_s + off_s)) < on_s
     return (voiced * gate * 7000).astype(np.int16)
+
+
+class ManualClock:
+    """agent.clock.Clock whose time moves only when the test calls advance()."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self._tick = asyncio.Event()
+
+    def now(self) -> float:
+        return self.t
+
+    async def wait(self, event: asyncio.Event, seconds: float) -> None:
+        deadline = self.t + seconds
+        while not event.is_set() and self.t < deadline:
+            self._tick.clear()
+            waiters = [
+                asyncio.ensure_future(event.wait()),
+                asyncio.ensure_future(self._tick.wait()),
+            ]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+
+    async def advance(self, seconds: float) -> None:
+        self.t += seconds
+        self._tick.set()
+        for _ in range(5):  # let woken tasks run
+            await asyncio.sleep(0)
