@@ -8,6 +8,7 @@ import sys
 # command -> module with `run(command: str, argv: list[str]) -> int`
 _COMMANDS: dict[str, tuple[str, str]] = {
     "render": ("renderer.cli", "render a photo and an audio file to a lip-synced MP4"),
+    "agent": ("agent.cli", "the LiveKit worker: agent {start,dev,download-files}"),
 }
 
 _USAGE = "usage: atlas COMMAND [ARGS...]\n\ncommands:\n"
