@@ -154,15 +154,19 @@ class SessionStore:
             session.add(row)
         return True
 
-    async def activate(self, session_id: str, *, started_at: datetime) -> bool:
+    async def activate(self, session_id: str, *, started_at: datetime, max_duration_s: int) -> bool:
+        """starting -> active (one UPDATE; False if the reaper failed it meanwhile)."""
         async with self.db.write() as session:
-            row = await _locked(session, session_id)
-            if row is None or row.status != "starting":
-                return False
-            row.status = "active"
-            row.started_at = started_at
-            row.expires_at = started_at + timedelta(seconds=row.max_duration_s)
-        return True
+            result = await session.execute(
+                update(RealtimeSession)
+                .where(RealtimeSession.id == session_id, RealtimeSession.status == "starting")
+                .values(
+                    status="active",
+                    started_at=started_at,
+                    expires_at=started_at + timedelta(seconds=max_duration_s),
+                )
+            )
+        return getattr(result, "rowcount", 0) == 1
 
     async def fail(self, session_id: str, *, now: datetime) -> bool:
         """A create that did not finish: no bill, cleanup due now."""
@@ -308,11 +312,6 @@ class RealtimeService:
         self.clock = clock
 
     # --- create -------------------------------------------------------------------------------
-    async def ensure_capacity(self) -> None:
-        """Fast refusal before any upload work; `create` checks again, atomically."""
-        if await self.store.live_count() >= self.settings.realtime_capacity:
-            raise NoCapacity(retry_after_s=self.settings.realtime_retry_after_s)
-
     async def create(self, new: NewSession) -> CreatedSession:
         s = self.settings
         now = self.clock()
@@ -382,7 +381,10 @@ class RealtimeService:
         token = self.livekit.client_token(
             session_id=session_id, ttl_s=new.max_duration_s + s.realtime_token_margin_s
         )
-        if not await self.store.activate(session_id, started_at=self.clock()):
+        started = self.clock()
+        if not await self.store.activate(
+            session_id, started_at=started, max_duration_s=new.max_duration_s
+        ):
             raise TemporarilyUnavailable("Session start timed out.")
         return token
 

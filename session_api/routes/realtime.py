@@ -232,7 +232,6 @@ async def create_session(
             key_limit=caller.key.max_session_s,
         )
         options = parse_options(body.fields)
-        await rt.ensure_capacity()
         face = await face_of(body, rt, Path(tmp), url=url)
         created = await rt.create(
             NewSession(
