@@ -6,9 +6,11 @@ ATLAS_FACE_LANDMARKER_MODEL points at another copy.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,4 +119,16 @@ def shared_landmarker() -> FaceLandmarker:
     with _shared_lock:
         if _shared is None:
             _shared = FaceLandmarker()
+            _close_before_thread_pools_stop(_shared.close)
         return _shared
+
+
+def _close_before_thread_pools_stop(close: Callable[[], None]) -> None:
+    """MediaPipe closes through a thread pool; at exit that pool stops before plain atexit
+    hooks run, and its finaliser then fails noisily. threading's own exit hooks run first
+    (newest first), so register there when this CPython has them."""
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:
+        atexit.register(close)
+    else:
+        register(close)

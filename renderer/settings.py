@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -42,3 +43,15 @@ class RendererSettings(BaseSettings):
             video_preset=self.video_preset,
             video_crf=self.video_crf,
         )
+
+
+class NeuralEnvironment(BaseSettings):
+    """Batching and TensorRT knobs of the neural backends (ATLAS_WAV2LIP_*, ATLAS_TRT_*)."""
+
+    model_config = SettingsConfigDict(env_prefix="ATLAS_", extra="ignore")
+
+    data_dir: Path = Path("./atlas-data")
+    wav2lip_max_batch: int = Field(default=32, ge=1)
+    wav2lip_max_wait_ms: float = Field(default=4.0, ge=0)
+    trt_cache_dir: str | None = None  # default: <data dir>/trt-cache
+    trt_fp16: bool = True

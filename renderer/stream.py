@@ -4,6 +4,8 @@ Contract:
 - push_audio() takes PCM at any rate and channel count; it is resampled to options.sample_rate.
 - pull() returns the next speech frame once its audio slice plus `lookahead_s` more has arrived
   (the whole algorithmic latency; a resampler adds its own small filter delay when rates differ).
+  An audio-driven backend (AudioBackend, e.g. wav2lip) may ask for a longer lookahead, and for
+  some history; it then gets each speech frame's FrameAudio.
 - flush() ends a speech segment: the rest is rendered, the last slice zero-padded to a whole
   frame so audio and video clocks never drift, and that frame has segment_end=True.
 - clear() drops all queued audio at once; the mouth is closed within `clear_latency_s`.
@@ -32,7 +34,7 @@ from renderer.audio import (
     to_mono_float,
 )
 from renderer.backends import Backend, create_backend
-from renderer.backends.base import PreparedFace
+from renderer.backends.base import AudioBackend, FrameAudio, PreparedFace
 from renderer.compose import EyeRegion, IdleMotion, crossfade, prepare_eyes
 from renderer.face import FaceAsset
 from renderer.options import RendererOptions
@@ -56,9 +58,15 @@ class RenderedFrame:
 
 @dataclass(slots=True, eq=False)
 class _Segment:
-    chunks: list[np.ndarray] = field(default_factory=list)
-    length: int = 0
+    """Queued audio of one speech segment: pushed chunks, read without re-copying the queue."""
+
+    chunks: deque[np.ndarray] = field(default_factory=deque)
+    head: int = 0  # read position inside chunks[0]
+    length: int = 0  # unread samples
     closed: bool = False
+    consumed: int = 0  # samples already rendered
+    keep: int = 0  # how many rendered samples to keep in `history` (for audio backends)
+    history: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
 
     def append(self, samples: np.ndarray) -> None:
         if samples.size:
@@ -66,18 +74,48 @@ class _Segment:
             self.length += samples.size
 
     def take(self, count: int) -> np.ndarray:
-        """The first `count` samples (zero-padded past the end), without consuming them."""
-        if len(self.chunks) > 1:
-            self.chunks = [np.concatenate(self.chunks)]
-        head = self.chunks[0][:count] if self.chunks else np.zeros(0, np.float32)
-        if head.size < count:
-            head = np.concatenate([head, np.zeros(count - head.size, np.float32)])
-        return head
+        """The next `count` samples (zero-padded past the end), without consuming them."""
+        parts: list[np.ndarray] = []
+        need, offset = count, self.head
+        for chunk in self.chunks:
+            piece = chunk[offset : offset + need]
+            parts.append(piece)
+            need -= piece.size
+            offset = 0
+            if need == 0:
+                break
+        if need:
+            parts.append(np.zeros(need, np.float32))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def consume(self, count: int) -> None:
-        if self.chunks:
-            self.chunks = [np.concatenate(self.chunks)[count:]]
+        if self.keep:
+            read = self.take(min(count, self.length))
+            self.history = np.concatenate([self.history, read])[-self.keep :]
+        remaining = count
+        while remaining and self.chunks:
+            available = self.chunks[0].size - self.head
+            if available <= remaining:
+                remaining -= available
+                self.chunks.popleft()
+                self.head = 0
+            else:
+                self.head += remaining
+                remaining = 0
         self.length = max(self.length - count, 0)
+        self.consumed += count
+
+    def frame_audio(self, reach: int, sample_rate: int, fps: int) -> FrameAudio:
+        """The kept history, then up to `reach` samples from the next frame's start."""
+        ahead = min(self.length, reach)
+        return FrameAudio(
+            samples=np.concatenate([self.history, self.take(ahead)]),
+            origin=self.consumed - self.history.size,
+            frame_start=self.consumed,
+            end=self.consumed + self.length if self.closed and self.length <= reach else None,
+            sample_rate=sample_rate,
+            fps=fps,
+        )
 
 
 @dataclass(slots=True, eq=False)
@@ -100,7 +138,12 @@ class StreamRenderer:
         self._backend = backend or create_backend(self.options)
         self._owns_backend = backend is None
         self._spf = self.options.samples_per_frame
-        self._lookahead = round(LOOKAHEAD_S * self.options.sample_rate)
+        rate = self.options.sample_rate
+        self._audio_backend = self._backend if isinstance(self._backend, AudioBackend) else None
+        span = self._audio_backend.audio_span if self._audio_backend else None
+        self._lead = round(LOOKAHEAD_S * rate)  # where the mouth-shape window starts
+        self._lookahead = max(self._lead, round(span.lookahead_s * rate) if span else 0)
+        self._history = round(span.history_s * rate) if span else 0
         self._features = FeatureExtractor(self.options.sample_rate, self._spf)
         self._tracker = MouthTracker(self.options.fps)
         self._resampler = StreamResampler(self.options.sample_rate)
@@ -196,13 +239,20 @@ class StreamRenderer:
                 continue
             if not seg.closed and seg.length < self._spf + self._lookahead:
                 return None
-            window = seg.take(self._spf + self._lookahead)
+            reach = self._spf + self._lookahead
+            window = seg.take(reach)
+            heard = None
+            if self._audio_backend is not None:
+                heard = seg.frame_audio(reach, self.options.sample_rate, self.options.fps)
             seg.consume(self._spf)
             end = seg.closed and seg.length == 0
             if end:
                 self._segments.popleft()
-            mouth = self._tracker.speech(self._features(window[self._lookahead :]))
-            return self._emit(mouth, audio=float_to_int16(window[: self._spf]), segment_end=end)
+            mouth = self._tracker.speech(
+                self._features(window[self._lead : self._lead + self._spf])
+            )
+            audio = float_to_int16(window[: self._spf])
+            return self._emit(mouth, audio=audio, segment_end=end, heard=heard)
         return None
 
     def next_frame(self) -> RenderedFrame:
@@ -218,11 +268,16 @@ class StreamRenderer:
 
     def _open_segment(self) -> _Segment:
         if not self._segments or self._segments[-1].closed:
-            self._segments.append(_Segment())
+            self._segments.append(_Segment(keep=self._history))
         return self._segments[-1]
 
     def _emit(
-        self, mouth: MouthShape, *, audio: np.ndarray | None, segment_end: bool
+        self,
+        mouth: MouthShape,
+        *,
+        audio: np.ndarray | None,
+        segment_end: bool,
+        heard: FrameAudio | None = None,
     ) -> RenderedFrame:
         if self._clear_ramp:  # the interrupted mouth closes over a fixed, short ramp
             self._clear_ramp -= 1
@@ -233,11 +288,11 @@ class StreamRenderer:
                 width=mouth.width if mouth.openness else closing.width * factor,
             )
         self._last_mouth = mouth
-        image = self._render_face(self._prepared, self._eyes, mouth)
+        image = self._render_face(self._prepared, self._eyes, mouth, heard)
         if self._fade is not None:
             fade = self._fade
             fade.done += 1
-            old = self._render_face(fade.old, fade.old_eyes, mouth)
+            old = self._render_face(fade.old, fade.old_eyes, mouth, heard)
             image = crossfade(old, image, fade.done / (fade.frames + 1))
             if fade.done >= fade.frames:
                 self._fade = None
@@ -255,9 +310,16 @@ class StreamRenderer:
         return frame
 
     def _render_face(
-        self, prepared: PreparedFace, eyes: tuple[EyeRegion, ...], mouth: MouthShape
+        self,
+        prepared: PreparedFace,
+        eyes: tuple[EyeRegion, ...],
+        mouth: MouthShape,
+        heard: FrameAudio | None,
     ) -> np.ndarray:
-        image = self._backend.render(prepared, mouth)
+        if self._audio_backend is not None:
+            image = self._audio_backend.render_audio(prepared, mouth, heard)
+        else:
+            image = self._backend.render(prepared, mouth)
         if self.options.idle_motion:
             image = self._idle.apply(image, eyes, self._index)
         return image

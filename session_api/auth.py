@@ -29,6 +29,7 @@ class AuthedKey:
     rpm: int
     monthly_cap: int | None
     webhook_secret: str
+    max_session_s: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,16 +89,24 @@ async def authenticate(db: Database, header: str | None) -> AuthedKey:
         rpm=row.rpm,
         monthly_cap=row.monthly_cap,
         webhook_secret=row.webhook_secret,
+        max_session_s=row.max_session_s,
     )
 
 
 async def create_key(
-    db: Database, *, name: str, rpm: int = 30, monthly_cap: int | None = None
+    db: Database,
+    *,
+    name: str,
+    rpm: int = 30,
+    monthly_cap: int | None = None,
+    max_session_s: int | None = None,
 ) -> NewKey:
     if rpm < 1:
         raise ValueError("rpm must be at least 1")
     if monthly_cap is not None and monthly_cap < 0:
         raise ValueError("monthly cap must be >= 0")
+    if max_session_s is not None and max_session_s < 1:
+        raise ValueError("max session seconds must be >= 1")
     key = generate_key()
     secret = "whsec_" + secrets.token_urlsafe(32)
     row = ApiKey(
@@ -107,6 +116,7 @@ async def create_key(
         webhook_secret=secret,
         rpm=rpm,
         monthly_cap=monthly_cap,
+        max_session_s=max_session_s,
         created_at=datetime.now(UTC),
     )
     async with db.write() as session:

@@ -149,6 +149,12 @@ def _keys(argv: list[str]) -> int:
     create.add_argument("--name", required=True)
     create.add_argument("--rpm", type=int, default=None, help="requests per minute (default 30)")
     create.add_argument("--monthly-cap", type=int, default=None, help="generations per month")
+    create.add_argument(
+        "--max-session-seconds",
+        type=int,
+        default=None,
+        help="ceiling on a realtime session's max_duration_seconds (default: the server's)",
+    )
     sub.add_parser("list", help="list keys (prefixes only)")
     revoke = sub.add_parser("revoke", help="revoke a key by its prefix (sk_live_XXXX)")
     revoke.add_argument("prefix")
@@ -169,7 +175,13 @@ async def _keys_async(args: argparse.Namespace, settings: Settings) -> int:
             await upgrade(db)  # a laptop may create its first key before the first serve
         if args.action == "create":
             rpm = settings.default_rpm if args.rpm is None else args.rpm
-            new = await auth.create_key(db, name=args.name, rpm=rpm, monthly_cap=args.monthly_cap)
+            new = await auth.create_key(
+                db,
+                name=args.name,
+                rpm=rpm,
+                monthly_cap=args.monthly_cap,
+                max_session_s=args.max_session_seconds,
+            )
             print(new.key)
             print(new.webhook_secret)
             print(

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET = "dev-insecure-secret-change-me"
@@ -15,7 +16,7 @@ _PLACEHOLDERS = frozenset({"", DEV_SECRET, "change-me", "changeme", "secret", "C
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ATLAS_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="ATLAS_", extra="ignore", populate_by_name=True)
 
     env: Literal["dev", "prod"] = "dev"
     data_dir: Path = Path("./atlas-data")
@@ -53,6 +54,40 @@ class Settings(BaseSettings):
 
     db_busy_timeout_s: float = 5.0
 
+    # Realtime (DESIGN §5). LiveKit's standard names, no prefix.
+    livekit_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("LIVEKIT_URL", "livekit_url")
+    )
+    livekit_api_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("LIVEKIT_API_KEY", "livekit_api_key")
+    )
+    livekit_api_secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("LIVEKIT_API_SECRET", "livekit_api_secret")
+    )
+    # The URL clients connect to, when it differs from the one the API reaches LiveKit at.
+    livekit_public_url: str | None = None
+    livekit_timeout_s: float = 5.0
+    realtime_agent_name: str = "atlas-avatar"
+    # Sessions (starting or active) at once, over all API processes: the GPU slots.
+    realtime_capacity: int = Field(default=8, ge=0)
+    realtime_retry_after_s: int = 30
+    # Default and ceiling of max_duration_seconds; a key may carry a lower ceiling.
+    realtime_max_duration_s: int = Field(default=3600, ge=10)
+    realtime_price_conversation: Decimal = Decimal("10")  # $ per hour, prorated per second
+    realtime_price_passthrough: Decimal = Decimal("6")
+    realtime_empty_timeout_s: int = 120  # room closes if nobody joins
+    realtime_departure_timeout_s: int = 20  # room closes this long after the last one leaves
+    realtime_token_margin_s: int = 300  # the client token outlives max duration by this much
+    realtime_face_max_bytes: int = 10 * 1024 * 1024
+    realtime_face_timeout_s: float = 10.0
+    realtime_face_allow_networks: list[str] = Field(default_factory=list)
+    realtime_face_ca_file: str | None = None
+    # How the worker is told where the face is: a storage key (shared file storage) or a URL.
+    realtime_face_ref: Literal["auto", "storage_key", "url"] = "auto"
+    realtime_swaps_per_minute: int = Field(default=10, ge=1)
+    realtime_reaper_interval_s: float = Field(default=1.0, gt=0)
+    realtime_start_timeout_s: float = 60.0  # a create that never finished is failed after this
+
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:
         if self.env != "dev" and self.secret_key.strip() in _PLACEHOLDERS:
@@ -79,6 +114,18 @@ class Settings(BaseSettings):
         if scheme not in {"file", "s3"}:
             raise ValueError(f"ATLAS_STORAGE_URL must be file:// or s3://, got {scheme}://")
         return "s3" if scheme == "s3" else "file"
+
+    @property
+    def livekit_missing(self) -> list[str]:
+        """The LiveKit variables realtime needs but the environment lacks."""
+        values = {
+            "LIVEKIT_URL": self.livekit_url,
+            "LIVEKIT_API_KEY": self.livekit_api_key,
+            "LIVEKIT_API_SECRET": (
+                self.livekit_api_secret.get_secret_value() if self.livekit_api_secret else None
+            ),
+        }
+        return [name for name, value in values.items() if not value]
 
     @property
     def is_embedded(self) -> bool:

@@ -119,6 +119,43 @@ class AuthUnavailable(ApiError):
     default_message = "Authentication service is temporarily unavailable."
 
 
+class InvalidFaceUrl(ApiError):
+    status, code = 400, "invalid_face_url"
+    default_message = "face_url must use HTTPS and be at most 2048 characters."
+
+
+class InvalidMode(ApiError):
+    status, code = 400, "invalid_mode"
+    default_message = "mode must be 'conversation' (Interactive) or 'passthrough' (Rendering)."
+
+
+class AlreadyEnded(ApiError):
+    status, code = 409, "already_ended"
+    default_message = "Session already ended."
+
+
+class RateLimited(ApiError):
+    """The realtime endpoints' 429 (the spec names it rate_limited there)."""
+
+    status, code = 429, "rate_limited"
+    default_message = "Too many requests — wait and retry."
+
+    def __init__(self, message: str | None = None, *, retry_after_s: int) -> None:
+        super().__init__(message, retry_after_seconds=retry_after_s)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class NoCapacity(ApiError):
+    status, code = 503, "no_capacity"
+
+    def __init__(self, *, retry_after_s: int) -> None:
+        super().__init__(
+            f"All GPU pods are busy. Retry after {retry_after_s} seconds.",
+            retry_after_seconds=retry_after_s,
+        )
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
 class UrlGenerationFailed(ApiError):
     status, code = 500, "url_generation_failed"
     default_message = "Failed to generate download URL."

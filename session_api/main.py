@@ -9,9 +9,10 @@ from fastapi import FastAPI
 
 from session_api.config import Settings, get_settings
 from session_api.errors import install_error_handlers
+from session_api.jobs.queue import Clock, utcnow
 from session_api.jobs.worker import RenderFn
 from session_api.metrics import Metrics, MetricsMiddleware
-from session_api.routes import files, jobs, meta
+from session_api.routes import files, jobs, meta, realtime
 from session_api.services import open_services
 
 
@@ -22,8 +23,12 @@ def create_app(
     migrate: bool = True,
     background: bool = True,
     render: RenderFn | None = None,
+    clock: Clock = utcnow,
 ) -> FastAPI:
-    """The API. `worker` (default: settings.embedded_worker) runs the job worker in-process."""
+    """The API. `worker` (default: settings.embedded_worker) runs the job worker in-process.
+
+    `clock` drives realtime session times and the reaper (tests inject one).
+    """
     settings = settings or get_settings()
     run_worker = settings.embedded_worker if worker is None else worker
     metrics = Metrics()
@@ -37,6 +42,7 @@ def create_app(
             background=background,
             render=render,
             metrics=metrics,
+            clock=clock,
         )
         app.state.services = services
         try:
@@ -56,4 +62,5 @@ def create_app(
     app.include_router(meta.router)
     app.include_router(jobs.router)
     app.include_router(files.router)
+    app.include_router(realtime.router)
     return app

@@ -37,16 +37,23 @@ class RateLimiter:
 
     async def hit(self, key_id: int, rpm: int) -> WindowState:
         """Count one request; RateLimitExceeded (with Retry-After) when over the limit."""
-        item = RateLimitItemPerMinute(rpm)
+        allowed, state = await self.hit_scoped("key", str(key_id), rpm)
+        if not allowed:
+            raise RateLimitExceeded(rpm=rpm, retry_after_s=state.resets_in_s)
+        return state
+
+    async def hit_scoped(self, scope: str, ident: str, per_minute: int) -> tuple[bool, WindowState]:
+        """Count one hit on (scope, ident); returns whether it was allowed, and the window."""
+        item = RateLimitItemPerMinute(per_minute)
         try:
-            allowed = await self._limiter.hit(item, "key", str(key_id))
-            stats = await self._limiter.get_window_stats(item, "key", str(key_id))
+            allowed = await self._limiter.hit(item, scope, ident)
+            stats = await self._limiter.get_window_stats(item, scope, ident)
         except StorageError as exc:
             raise TemporarilyUnavailable("Rate limiter is temporarily unavailable.") from exc
         resets_in = max(1, math.ceil(stats.reset_time - time.time()))
-        if not allowed:
-            raise RateLimitExceeded(rpm=rpm, retry_after_s=resets_in)
-        return WindowState(limit=rpm, remaining=stats.remaining, resets_in_s=resets_in)
+        return allowed, WindowState(
+            limit=per_minute, remaining=stats.remaining, resets_in_s=resets_in
+        )
 
     async def aclose(self) -> None:
         if isinstance(self._storage, MemoryStorage):

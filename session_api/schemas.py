@@ -125,3 +125,35 @@ class SystemStatus(BaseModel):
 class Health(BaseModel):
     status: str
     services: dict[str, str]
+
+
+class RealtimeSessionCreated(BaseModel):
+    session_id: str
+    livekit_url: str
+    token: str
+    room: str
+    mode: str
+    max_duration_seconds: int
+    pricing: str
+
+
+class RealtimeSessionStatus(BaseModel):
+    session_id: str
+    status: str
+    room: str
+    started_at: str | None
+    ended_at: str | None
+    duration_seconds: float
+
+
+class RealtimeFaceUpdated(BaseModel):
+    session_id: str
+    status: str
+    message: str
+
+
+class RealtimeSessionEnded(BaseModel):
+    session_id: str
+    status: str
+    duration_seconds: float
+    estimated_cost: str

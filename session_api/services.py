@@ -8,16 +8,20 @@ import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from renderer.options import RendererOptions
 from session_api.config import Settings
 from session_api.db.migrate import upgrade
 from session_api.db.session import Database
-from session_api.jobs.queue import JobQueue
+from session_api.jobs.queue import Clock, JobQueue, utcnow
 from session_api.jobs.worker import JobWorker, RenderFn, ResultCleaner
 from session_api.metrics import Metrics
 from session_api.ratelimit import RateLimiter
+
+if TYPE_CHECKING:
+    from session_api.realtime import RealtimeService
+    from session_api.reaper import Reaper
 from session_api.storage import Storage, UrlSigner, create_storage
 from session_api.webhooks import WebhookSender, failed_body
 
@@ -68,13 +72,18 @@ class Services:
     worker: JobWorker | None = None
     sender: WebhookSender | None = None
     cleaner: ResultCleaner | None = None
+    # Realtime: None when LiveKit is not configured (the endpoints then answer 503).
+    realtime: RealtimeService | None = None
+    reaper: Reaper | None = None
     tasks: TaskOwner = field(default_factory=TaskOwner)
 
     async def aclose(self) -> None:
-        for closer in (self.worker, self.sender, self.cleaner):
+        for closer in (self.worker, self.sender, self.cleaner, self.reaper):
             if closer is not None:
                 await closer.aclose()
         await self.tasks.aclose()
+        if self.realtime is not None:
+            await self.realtime.aclose()
         await self.limiter.aclose()
         await self.storage.aclose()
         await self.db.aclose()
@@ -106,6 +115,7 @@ async def open_services(
     background: bool = True,
     render: RenderFn | None = None,
     metrics: Metrics | None = None,
+    clock: Clock = utcnow,
 ) -> Services:
     """Connect everything; with `background`, start the webhook sender and result cleanup."""
     if settings.is_embedded or settings.storage_kind == "file":
@@ -152,4 +162,43 @@ async def open_services(
     if worker:
         services.worker = build_worker(services, render=render)
         services.tasks.start(services.worker.run(), name="job-worker")
+    if not settings.livekit_missing:
+        start_realtime(services, background=background, clock=clock)
     return services
+
+
+def start_realtime(services: Services, *, background: bool, clock: Clock) -> None:
+    """The realtime service on LiveKit and, with `background`, its reaper task."""
+    from session_api.faces import FaceChecker, FaceFetcher
+    from session_api.livekit import LiveKit
+    from session_api.realtime import RealtimeService
+    from session_api.reaper import Reaper
+
+    s = services.settings
+    assert s.livekit_url and s.livekit_api_key and s.livekit_api_secret
+    services.realtime = RealtimeService(
+        settings=s,
+        db=services.db,
+        storage=services.storage,
+        livekit=LiveKit(
+            url=s.livekit_url,
+            api_key=s.livekit_api_key,
+            api_secret=s.livekit_api_secret.get_secret_value(),
+            timeout_s=s.livekit_timeout_s,
+        ),
+        checker=FaceChecker(options=services.options),
+        fetcher=FaceFetcher(
+            max_bytes=s.realtime_face_max_bytes,
+            timeout_s=s.realtime_face_timeout_s,
+            allow_networks=s.realtime_face_allow_networks,
+            ca_file=s.realtime_face_ca_file,
+        ),
+        clock=clock,
+    )
+    if background:
+        services.reaper = Reaper(
+            service=services.realtime,
+            interval_s=s.realtime_reaper_interval_s,
+            start_timeout_s=s.realtime_start_timeout_s,
+        )
+        services.tasks.start(services.reaper.run(), name="realtime-reaper")

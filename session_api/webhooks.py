@@ -63,31 +63,33 @@ def address_allowed(ip: IPAddress, allow: Sequence[Network] = ()) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-def check_callback_url(url: str, allow: Sequence[Network] = ()) -> str:
+def check_callback_url(
+    url: str, allow: Sequence[Network] = (), *, label: str = "Callback URL"
+) -> str:
     """Static checks at submit time: HTTPS, a host, no literal internal address."""
     if len(url) > MAX_URL_CHARS:
-        raise CallbackRefused("Callback URL exceeds 2048 characters.")
+        raise CallbackRefused(f"{label} exceeds 2048 characters.")
     parts = urlsplit(url)
     if parts.scheme != "https":
-        raise CallbackRefused("Callback URL must use HTTPS.")
+        raise CallbackRefused(f"{label} must use HTTPS.")
     host = parts.hostname
     if not host or parts.username or parts.password:
-        raise CallbackRefused("Callback URL must name a host and carry no credentials.")
+        raise CallbackRefused(f"{label} must name a host and carry no credentials.")
     try:
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError as exc:
-        raise CallbackRefused("Callback URL has an invalid port.") from exc
+        raise CallbackRefused(f"{label} has an invalid port.") from exc
     if host.lower() in {"localhost", "localhost.localdomain"} or host.lower().endswith(
         ".localhost"
     ):
         if not allow:
-            raise CallbackRefused("Callback URL must not point to localhost.")
+            raise CallbackRefused(f"{label} must not point to localhost.")
     try:
         literal = ipaddress.ip_address(host)
     except ValueError:
         return url
     if not address_allowed(literal, allow):
-        raise CallbackRefused("Callback URL must not point to a private or internal address.")
+        raise CallbackRefused(f"{label} must not point to a private or internal address.")
     return url
 
 
@@ -266,39 +268,69 @@ class WebhookSender:
         return AttemptOutcome(False, False, "too many redirects")
 
     async def _post_checked(self, url: str, body: str, headers: dict[str, str]) -> httpx.Response:
-        check_callback_url(url, self.allow)
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port or 443
-        try:
-            addresses = await self.resolver(host, port)
-        except OSError as exc:
-            raise httpx.ConnectError("name resolution failed") from exc
-        ips = [ipaddress.ip_address(a) for a in addresses]
-        if not ips or not all(address_allowed(ip, self.allow) for ip in ips):
-            raise CallbackRefused("Callback host resolves to a refused address.")
-        ips.sort(key=lambda ip: ip.version)  # IPv4 first
-        last_error: Exception | None = None
-        for ip in ips:
-            literal = f"[{ip}]" if ip.version == 6 else str(ip)
-            netloc = f"{literal}:{port}"
-            pinned = urlunsplit(("https", netloc, parts.path or "/", parts.query, ""))
-            host_header = host if parts.port is None else f"{host}:{parts.port}"
-            try:
-                return await self._client.post(
-                    pinned,
-                    content=body.encode(),
-                    headers={**headers, "Host": host_header},
-                    extensions={"sni_hostname": host},
-                )
-            except httpx.ConnectError as exc:
-                last_error = exc
-        assert last_error is not None
-        raise last_error
+        return await send_pinned(
+            self._client,
+            "POST",
+            url,
+            allow=self.allow,
+            resolver=self.resolver,
+            headers=headers,
+            content=body.encode(),
+        )
 
     async def aclose(self) -> None:
         self._stop.set()
         await self._client.aclose()
+
+
+async def send_pinned(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    allow: Sequence[Network],
+    resolver: Resolver,
+    headers: dict[str, str],
+    content: bytes | None = None,
+    stream: bool = False,
+    label: str = "Callback URL",
+) -> httpx.Response:
+    """One request (no redirects followed) to an address checked after DNS resolution.
+
+    The URL passes check_callback_url; every address the host resolves to must be allowed; the
+    connection goes to the checked address (no second lookup to rebind) with the original Host
+    and SNI. With `stream`, the caller reads and closes the response. Raises CallbackRefused.
+    """
+    check_callback_url(url, allow, label=label)
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or 443
+    try:
+        addresses = await resolver(host, port)
+    except OSError as exc:
+        raise httpx.ConnectError("name resolution failed") from exc
+    ips = [ipaddress.ip_address(a) for a in addresses]
+    if not ips or not all(address_allowed(ip, allow) for ip in ips):
+        raise CallbackRefused(f"{label} host resolves to a refused address.")
+    ips.sort(key=lambda ip: ip.version)  # IPv4 first
+    last_error: Exception | None = None
+    for ip in ips:
+        literal = f"[{ip}]" if ip.version == 6 else str(ip)
+        pinned = urlunsplit(("https", f"{literal}:{port}", parts.path or "/", parts.query, ""))
+        host_header = host if parts.port is None else f"{host}:{parts.port}"
+        request = client.build_request(
+            method,
+            pinned,
+            content=content,
+            headers={**headers, "Host": host_header},
+            extensions={"sni_hostname": host},
+        )
+        try:
+            return await client.send(request, stream=stream)
+        except httpx.ConnectError as exc:
+            last_error = exc
+    assert last_error is not None
+    raise last_error
 
 
 async def pending_count(db: Database) -> int:

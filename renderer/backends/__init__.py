@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from renderer.backends.base import Backend
+from renderer.backends.base import AudioBackend, Backend
 from renderer.options import RendererOptions
 
 
@@ -11,7 +11,11 @@ def create_backend(options: RendererOptions) -> Backend:
         from renderer.backends.warp import WarpBackend
 
         return WarpBackend(options=options)
+    if options.backend == "wav2lip":
+        from renderer.backends.wav2lip import Wav2LipBackend
+
+        return Wav2LipBackend(options=options)
     raise ValueError(f"unknown renderer backend {options.backend!r}")
 
 
-__all__ = ["Backend", "create_backend"]
+__all__ = ["AudioBackend", "Backend", "create_backend"]

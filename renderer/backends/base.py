@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -32,3 +33,48 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AudioSpan:
+    """How much of a speech segment an audio-driven backend reads around each frame."""
+
+    history_s: float  # before the frame's own slice starts
+    lookahead_s: float  # after the frame's own slice ends (adds to the stream's latency)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=False)
+class FrameAudio:
+    """The speech around one frame, at the stream's sample rate, mono float32.
+
+    Positions count samples from the start of the frame's speech segment (a segment is what lies
+    between two flush() calls). `samples` starts at `origin` and holds what the stream has of the
+    segment up to the frame's slice plus the backend's lookahead; `end` is the segment's length
+    when the segment is closed and ends inside `samples`, else None.
+    """
+
+    samples: np.ndarray
+    origin: int
+    frame_start: int
+    end: int | None
+    sample_rate: int
+    fps: int
+
+    @property
+    def frame(self) -> int:
+        """Index of this frame within its segment."""
+        return self.frame_start * self.fps // self.sample_rate
+
+
+@runtime_checkable
+class AudioBackend(Backend, Protocol):
+    """A backend that reads each speech frame's audio itself (e.g. a neural model's mel window)."""
+
+    @property
+    def audio_span(self) -> AudioSpan: ...
+
+    def render_audio(
+        self, prepared: PreparedFace, mouth: MouthShape, audio: FrameAudio | None
+    ) -> np.ndarray:
+        """Like render(); `audio` is None on idle frames (no speech queued)."""
+        ...

@@ -1,4 +1,5 @@
-"""Tables. The jobs table is the queue (DESIGN §7); webhook deliveries are durable rows."""
+"""Tables. The jobs table is the queue (DESIGN §7); webhook deliveries are durable rows;
+realtime sessions are rows whose one conditional end is the billing record (DESIGN §5)."""
 
 from __future__ import annotations
 
@@ -63,6 +64,8 @@ class ApiKey(Base):
     webhook_secret: Mapped[str] = mapped_column(String(128))
     rpm: Mapped[int] = mapped_column(Integer)
     monthly_cap: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Ceiling on a realtime session's max_duration_seconds (None: the server's setting).
+    max_session_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
@@ -124,3 +127,34 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime]
     delivered_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class RealtimeSession(Base):
+    """One realtime session. status: starting -> active -> ended, or starting -> failed."""
+
+    __tablename__ = "realtime_sessions"
+    __table_args__ = (
+        Index("ix_realtime_sessions_status_expires", "status", "expires_at"),
+        Index("ix_realtime_sessions_key_created", "key_id", "created_at"),
+        Index("ix_realtime_sessions_cleanup_due", "room_cleanup_due_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
+    mode: Mapped[str] = mapped_column(String(16))  # conversation | passthrough
+    status: Mapped[str] = mapped_column(String(16))
+    room: Mapped[str] = mapped_column(String(128))
+    max_duration_s: Mapped[int] = mapped_column(Integer)
+    # $ per hour at creation, in cents, so a later price change does not rebill old sessions.
+    price_cents_per_hour: Mapped[int] = mapped_column(Integer)
+    face_version: Mapped[int] = mapped_column(Integer, default=1)
+    # JSON list of every stored face object of the session; deleted when it ends.
+    face_keys: Mapped[str] = mapped_column(Text, default="[]")
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    expires_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    end_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # Room and face cleanup after the end, retried by the reaper until done.
+    room_cleanup_due_at: Mapped[datetime | None] = mapped_column(nullable=True)

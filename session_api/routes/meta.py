@@ -72,8 +72,9 @@ async def ready(services: ServicesDep) -> dict[str, Any]:
 @router.get("/v1/status")
 async def status(caller: CallerDep, services: ServicesDep) -> SystemStatus:
     depth = await services.queue.depth()
-    # Pending jobs mean every worker slot is taken.
-    generation = "busy" if depth["pending"] > 0 else "available"
+    # Pending jobs mean every worker slot is taken; so do realtime sessions at capacity.
+    realtime_full = services.realtime is not None and await services.realtime.busy()
+    generation = "busy" if depth["pending"] > 0 or realtime_full else "available"
     return SystemStatus(
         status="operational",
         services=Services(avatar_generation=generation, voice_synthesis="unavailable"),

@@ -154,3 +154,55 @@ def upload(audio: bytes, image: bytes, **extra: tuple[str, bytes, str]) -> dict[
     }
     files.update(extra)
     return files
+
+
+# --- realtime -----------------------------------------------------------------------------------
+class FakeClock:
+    """An injected clock for sessions and the reaper: moves only when told."""
+
+    def __init__(self) -> None:
+        from datetime import UTC, datetime
+
+        self.now = datetime(2026, 4, 1, 1, 30, 0, tzinfo=UTC)
+
+    def __call__(self) -> Any:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        from datetime import timedelta
+
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def livekit() -> Iterator[Any]:
+    """A fake LiveKit server API on loopback (tests/fakes/livekit_server.py)."""
+    from tests.fakes.livekit_server import FakeLiveKit
+
+    fake = FakeLiveKit().start()
+    try:
+        yield fake
+    finally:
+        fake.close()
+
+
+@pytest.fixture
+def rt_settings(make_settings: Callable[..., Settings], livekit: Any) -> Callable[..., Settings]:
+    """Settings with LiveKit pointed at the fake."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "livekit_url": livekit.url,
+            "livekit_api_key": livekit.api_key,
+            "livekit_api_secret": livekit.api_secret,
+            "realtime_capacity": 4,
+        }
+        values.update(overrides)
+        return make_settings(**values)
+
+    return make

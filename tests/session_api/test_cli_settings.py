@@ -57,7 +57,7 @@ def test_keys_create_list_revoke(tmp_path: Path) -> None:
 
 def test_migrate_and_help(tmp_path: Path) -> None:
     migrated = atlas(tmp_path, "migrate")
-    assert migrated.returncode == 0 and "revision 0001" in migrated.stdout
+    assert migrated.returncode == 0 and "revision 0002" in migrated.stdout
     usage = atlas(tmp_path, "--help").stdout
     for command in ("serve", "worker", "keys", "migrate"):
         assert command in usage

@@ -45,7 +45,7 @@ def live_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
     if request.param == "postgres":
         env["ATLAS_DATABASE_URL"] = request.getfixturevalue("pg_url")
     migrated = atlas(env, "migrate")
-    assert "revision 0001" in migrated.stdout
+    assert "revision 0002" in migrated.stdout
     return env
 
 

@@ -1,0 +1,107 @@
+"""Worker settings from the environment (pydantic-settings); built on first use, never at import.
+
+Our own settings take the `ATLAS_` prefix; LiveKit and provider credentials keep the ecosystem's
+standard names (LIVEKIT_URL, DEEPGRAM_API_KEY, OPENAI_API_KEY, OPENAI_BASE_URL, ELEVEN_API_KEY).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from renderer.options import RendererOptions
+
+AGENT_NAME = "atlas-avatar"
+
+
+class AgentSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ATLAS_", extra="ignore", frozen=True)
+
+    # -- capacity and session lifetime -------------------------------------------------------
+    # Streams one worker process group serves at once; the load function reports
+    # active / max, and LiveKit sends new jobs elsewhere at 1.0.
+    agent_max_streams: int = Field(default=4, ge=1)
+    # End the session when the client has not joined within this long, or left this long ago.
+    agent_empty_timeout_s: float = Field(default=30.0, gt=0)
+    # Upper bound on any session, whatever the dispatch asks for.
+    agent_max_duration_s: float = Field(default=3600.0, gt=0)
+
+    # -- rendering ----------------------------------------------------------------------------
+    renderer_backend: Literal["warp", "wav2lip"] = "warp"
+    renderer_model: str | None = None
+    agent_video_size: int = Field(default=512, ge=64, le=2048)
+    agent_fps: int = Field(default=25, ge=1, le=60)
+    agent_sample_rate: int = 24000
+    agent_render_threads: int = Field(default=1, ge=1)
+
+    # -- faces --------------------------------------------------------------------------------
+    data_dir: Path = Path("atlas-data")
+    # Where `storage_key` faces live: file://DIR (default <data_dir>/storage).
+    storage_url: str | None = None
+    face_max_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    face_fetch_timeout_s: float = Field(default=10.0, gt=0)
+    # Plain http:// face URLs are refused unless this is set (local development only).
+    face_allow_http: bool = False
+
+    # -- conversation mode --------------------------------------------------------------------
+    stt_model: str = "nova-3"
+    stt_language: str = "en"
+    llm_model: str = "gpt-4o-mini"
+    tts_voice_id: str | None = None
+    tts_model: str | None = None
+    default_instructions: str = (
+        "You are a friendly assistant with a face. Answer briefly, in plain spoken sentences."
+    )
+
+    # -- standard names (no prefix) -----------------------------------------------------------
+    livekit_url: str | None = Field(default=None, validation_alias="LIVEKIT_URL")
+    livekit_api_key: str | None = Field(default=None, validation_alias="LIVEKIT_API_KEY")
+    livekit_api_secret: SecretStr | None = Field(
+        default=None, validation_alias="LIVEKIT_API_SECRET"
+    )
+    deepgram_api_key: SecretStr | None = Field(default=None, validation_alias="DEEPGRAM_API_KEY")
+    openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
+    openai_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")
+    eleven_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("ELEVEN_API_KEY", "ELEVENLABS_API_KEY")
+    )
+
+    def renderer_options(self) -> RendererOptions:
+        return RendererOptions(
+            fps=self.agent_fps,
+            size=self.agent_video_size,
+            sample_rate=self.agent_sample_rate,
+            backend=self.renderer_backend,
+            model_path=self.renderer_model,
+            threads=self.agent_render_threads,
+        )
+
+    def storage_root(self) -> Path:
+        """The local directory that `storage_key` faces resolve under."""
+        url = self.storage_url
+        if url is None:
+            return self.data_dir / "storage"
+        if url.startswith("file://"):
+            return Path(url.removeprefix("file://"))
+        raise ValueError("ATLAS_STORAGE_URL must be file://DIR for the agent's face store")
+
+    def missing_conversation_keys(self) -> list[str]:
+        """The provider keys conversation mode needs but the environment lacks."""
+        missing = []
+        if self.deepgram_api_key is None:
+            missing.append("DEEPGRAM_API_KEY")
+        # a local OpenAI-compatible server (OPENAI_BASE_URL) may need no key
+        if self.openai_api_key is None and self.openai_base_url is None:
+            missing.append("OPENAI_API_KEY")
+        if self.eleven_api_key is None:
+            missing.append("ELEVEN_API_KEY")
+        return missing
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> AgentSettings:
+    return AgentSettings()

@@ -1,0 +1,42 @@
+"""AvatarRunner wiring: the generator's frames through AVSynchronizer into the room's tracks."""
+
+from __future__ import annotations
+
+from livekit import rtc
+from livekit.agents.voice.avatar import AudioReceiver, AvatarOptions, AvatarRunner
+
+from agent.video_generator import LipSyncVideoGenerator
+
+# The synchroniser's queues, in frames. AvatarRunner sizes both the AudioSource queue and the
+# video queue from one duration. Measured through real sources and local-track streams
+# (tests/agent/test_runner_sync.py, 6 runs each): one frame keeps the voice and the lips within
+# ~15 ms; two frames wandered between +26 and -54 ms from run to run, and the default 100 ms
+# (2.5 frames at 25 fps) let the video lead by 25-60 ms. Rendering runs on its own thread, so
+# one queued frame is enough headroom when a frame renders in well under a frame interval
+# (bench/agent_streams.py measures that).
+SYNC_QUEUE_FRAMES = 1
+
+
+def avatar_options(generator: LipSyncVideoGenerator) -> AvatarOptions:
+    width, height = generator.video_size
+    return AvatarOptions(
+        video_width=width,
+        video_height=height,
+        video_fps=generator.options.fps,
+        audio_sample_rate=generator.options.sample_rate,
+        audio_channels=1,
+    )
+
+
+def create_avatar_runner(
+    room: rtc.Room, *, audio_recv: AudioReceiver, generator: LipSyncVideoGenerator
+) -> AvatarRunner:
+    """An AvatarRunner publishing `generator`'s video and audio to `room` (call start())."""
+    queue_ms = round(SYNC_QUEUE_FRAMES * 1000 / generator.options.fps)
+    return AvatarRunner(
+        room,
+        audio_recv=audio_recv,
+        video_gen=generator,
+        options=avatar_options(generator),
+        _queue_size_ms=queue_ms,
+    )

@@ -1,0 +1,253 @@
+"""One live session's lifetime: face swaps, presence, max duration, and ending exactly once.
+
+LiveSession watches the room (never the renderer directly):
+
+- room metadata with a newer face version: fetch it, prepare it off the render thread, then
+  crossfade on the same tracks. Older or equal versions are ignored, and a swap that finishes
+  after a newer one has been applied is dropped;
+- the client (`user-{session_id}`) not joined within `empty_timeout_s` of the start, or gone
+  for `empty_timeout_s`: end, so nobody pays for an empty room;
+- `max_duration_s` after the start: end.
+
+Ending runs once, whatever asks for it: stop the audio intake (`on_end`: nothing more is said,
+the frame being rendered finishes), delete the room through the server API, and log a summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from livekit import rtc
+from livekit.agents import utils
+
+from agent.clock import Clock, LoopClock
+from agent.faces import FaceFetchError, FaceSource
+from agent.livekit_api import RoomAdmin
+from agent.metadata import FaceRef, parse_room_face
+from agent.video_generator import LipSyncVideoGenerator
+from renderer.errors import RendererInputError
+
+logger = logging.getLogger("agent")
+
+EndReason = Literal[
+    "max_duration", "client_never_joined", "client_left", "room_closed", "error", "shutdown"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSummary:
+    session_id: str
+    reason: EndReason
+    duration_s: float
+    frames: int
+    speech_frames: int
+    dropped_frames: int  # idle frames shown mid-speech because audio came late
+    slow_frames: int  # frames that took longer than a frame interval to render
+    interruptions: int
+    segments: int
+    face_swaps: int
+
+    def log_extra(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "reason": self.reason,
+            "duration_s": round(self.duration_s, 3),
+            "frames": self.frames,
+            "speech_frames": self.speech_frames,
+            "dropped_frames": self.dropped_frames,
+            "slow_frames": self.slow_frames,
+            "interruptions": self.interruptions,
+            "segments": self.segments,
+            "face_swaps": self.face_swaps,
+        }
+
+
+class LiveSession:
+    def __init__(
+        self,
+        *,
+        room: rtc.Room,
+        session_id: str,
+        client_identity: str | None,
+        generator: LipSyncVideoGenerator,
+        face_source: FaceSource,
+        room_admin: RoomAdmin,
+        face_version: int,
+        max_duration_s: float,
+        empty_timeout_s: float,
+        on_end: Callable[[], Awaitable[None]] | None = None,
+        delete_room: bool = True,
+        clock: Clock | None = None,
+    ) -> None:
+        """`client_identity` None: no presence rule (plugin mode: the agent owns the room).
+        `delete_room` False: end without deleting the room (it is not ours)."""
+        self._room = room
+        self._session_id = session_id
+        self._client = client_identity
+        self._generator = generator
+        self._faces = face_source
+        self._admin = room_admin
+        self._face_version = face_version
+        self._max_duration_s = max_duration_s
+        self._empty_timeout_s = empty_timeout_s
+        self._on_end = on_end
+        self._delete_room = delete_room
+        self._clock = clock or LoopClock()
+        self._changed = asyncio.Event()
+        self._started_at: float | None = None
+        self._client_seen = False
+        self._absent_since: float | None = None
+        self._end_reason: EndReason | None = None
+        self._ended = asyncio.Event()
+        self._summary: SessionSummary | None = None
+        self._end_lock = asyncio.Lock()
+        self._swap_tasks: set[asyncio.Task[None]] = set()
+        self._swap_lock = asyncio.Lock()
+        self.face_swaps = 0
+
+    @property
+    def face_version(self) -> int:
+        return self._face_version
+
+    @property
+    def summary(self) -> SessionSummary | None:
+        return self._summary
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    async def run(self) -> SessionSummary:
+        """Watch until the session ends; returns its summary (ending it exactly once)."""
+        self._started_at = self._clock.now()
+        self._absent_since = self._started_at
+        self._room.on("participant_connected", self._on_participant_connected)
+        self._room.on("participant_disconnected", self._on_participant_disconnected)
+        self._room.on("room_metadata_changed", self._on_room_metadata_changed)
+        self._room.on("disconnected", self._on_room_disconnected)
+        if self._client is not None and self._client in self._room.remote_participants:
+            self._client_present(True)
+        # a face swap written before we joined is still in the (durable) room metadata
+        self._on_room_metadata_changed("", self._room.metadata)
+        try:
+            while self._end_reason is None:
+                reason, wake = self._deadline()
+                now = self._clock.now()
+                if now >= wake:
+                    self.request_end(reason)
+                    break
+                self._changed.clear()
+                await self._clock.wait(self._changed, wake - now)
+            return await self._finish()
+        finally:
+            self._room.off("participant_connected", self._on_participant_connected)
+            self._room.off("participant_disconnected", self._on_participant_disconnected)
+            self._room.off("room_metadata_changed", self._on_room_metadata_changed)
+            self._room.off("disconnected", self._on_room_disconnected)
+            await utils.aio.cancel_and_wait(*self._swap_tasks)
+
+    def request_end(self, reason: EndReason) -> None:
+        """Ask the session to end (idempotent: the first reason wins)."""
+        if self._end_reason is None:
+            self._end_reason = reason
+        self._changed.set()
+
+    def _deadline(self) -> tuple[EndReason, float]:
+        assert self._started_at is not None
+        candidates: list[tuple[float, EndReason]] = [
+            (self._started_at + self._max_duration_s, "max_duration")
+        ]
+        if self._client is not None and self._absent_since is not None:
+            reason: EndReason = "client_left" if self._client_seen else "client_never_joined"
+            candidates.append((self._absent_since + self._empty_timeout_s, reason))
+        wake, reason = min(candidates)
+        return reason, wake
+
+    async def _finish(self) -> SessionSummary:
+        async with self._end_lock:
+            if self._summary is not None:
+                return self._summary
+            reason = self._end_reason or "shutdown"
+            logger.info("session ending", extra={"session_id": self._session_id, "reason": reason})
+            if self._on_end is not None:
+                try:
+                    await self._on_end()
+                except Exception:
+                    logger.exception("stopping the session's pipeline failed")
+            if self._delete_room:
+                try:
+                    await self._admin.delete_room(self._room.name)
+                except Exception:
+                    logger.exception("deleting the room failed", extra={"room": self._room.name})
+            stats = self._generator.stats
+            assert self._started_at is not None
+            self._summary = SessionSummary(
+                session_id=self._session_id,
+                reason=reason,
+                duration_s=self._clock.now() - self._started_at,
+                frames=stats.frames,
+                speech_frames=stats.speech_frames,
+                dropped_frames=stats.starved_frames,
+                slow_frames=stats.slow_frames,
+                interruptions=stats.interruptions,
+                segments=stats.segments,
+                face_swaps=self.face_swaps,
+            )
+            logger.info("session summary", extra=self._summary.log_extra())
+            self._ended.set()
+            return self._summary
+
+    # -- presence ---------------------------------------------------------------------------
+
+    def _client_present(self, present: bool) -> None:
+        if present:
+            self._client_seen = True
+            self._absent_since = None
+        elif self._absent_since is None:
+            self._absent_since = self._clock.now()
+        self._changed.set()
+
+    def _on_participant_connected(self, participant: rtc.RemoteParticipant) -> None:
+        if participant.identity == self._client:
+            logger.info("client joined", extra={"session_id": self._session_id})
+            self._client_present(True)
+
+    def _on_participant_disconnected(self, participant: rtc.RemoteParticipant) -> None:
+        if participant.identity == self._client:
+            logger.info("client left", extra={"session_id": self._session_id})
+            self._client_present(False)
+
+    def _on_room_disconnected(self, *_: object) -> None:
+        self.request_end("room_closed")
+
+    # -- face swap --------------------------------------------------------------------------
+
+    def _on_room_metadata_changed(self, _old: str, new: str) -> None:
+        ref = parse_room_face(new)
+        if ref is None or ref.version <= self._face_version:
+            return
+        task = asyncio.create_task(self._swap(ref))
+        self._swap_tasks.add(task)
+        task.add_done_callback(self._swap_tasks.discard)
+
+    async def _swap(self, ref: FaceRef) -> None:
+        extra = {"session_id": self._session_id, "version": ref.version}
+        try:
+            image = await self._faces.fetch(ref)
+        except FaceFetchError as exc:
+            logger.warning("face swap: fetch failed", extra={**extra, "error": str(exc)})
+            return
+        async with self._swap_lock:  # one prepare-and-apply at a time, newest wins
+            if ref.version <= self._face_version:
+                logger.info("face swap: a newer face was applied meanwhile", extra=extra)
+                return
+            try:
+                await self._generator.set_face(image)
+            except RendererInputError as exc:
+                logger.warning("face swap: unusable face", extra={**extra, "error": str(exc)})
+                return
+            self._face_version = ref.version
+            self.face_swaps += 1
+            logger.info("face swapped", extra=extra)

@@ -1,0 +1,265 @@
+"""LipSyncVideoGenerator: livekit-agents' VideoGenerator over the renderer's StreamRenderer.
+
+Audio frames pushed in are rendered into video frames at the renderer's fps. Iterating yields,
+per frame:
+
+- speech: the video frame, then its exact audio slice, then AudioSegmentEnd after the
+  segment's last frame (AvatarRunner turns that into lk.playback_finished);
+- silence: an idle video frame (mouth at rest, blinking and breathing) and no audio.
+
+So the stream never stalls and audio never drifts from video: every audio sample leaves glued
+to the frame that shows it.
+
+Pacing. Speech frames are yielded as fast as the consumer takes them (AvatarRunner's
+AVSynchronizer queues ~100 ms of each and plays them out in real time). Idle frames are yielded
+no earlier than their place on the frame clock: if idle frames ran ahead, they would sit in the
+synchroniser's video queue while the first speech audio went straight out of an empty
+AudioSource, and every reply would start with the lips ~3 frames behind the voice. With idle
+frames just in time, speech video enters an empty queue together with its audio.
+
+The StreamRenderer is not thread-safe: every call on it runs on this generator's one render
+thread, in submission order, so the event loop never blocks on pixels and a clear() can never
+overtake audio pushed before it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+from livekit import rtc
+from livekit.agents.voice.avatar import AudioSegmentEnd, VideoGenerator
+
+from agent.clock import Clock, LoopClock
+from renderer import FaceAsset, RenderedFrame, RendererOptions, StreamRenderer
+from renderer.backends import Backend
+
+logger = logging.getLogger("agent")
+
+T = TypeVar("T")
+
+# Past this much behind the frame clock (a stall), idle pacing re-anchors instead of bursting.
+REANCHOR_S = 0.2
+
+
+class AvatarVideoFrame(rtc.VideoFrame):
+    """An RGB24 video frame that also carries its place on the stream's frame clock."""
+
+    def __init__(self, rendered: RenderedFrame, *, speech: bool) -> None:
+        image = np.ascontiguousarray(rendered.image)
+        height, width = image.shape[:2]
+        super().__init__(width, height, rtc.VideoBufferType.RGB24, image.tobytes())
+        self.index = rendered.index
+        self.timestamp_s = rendered.timestamp_s
+        self.speech = speech
+        self.mouth_openness = rendered.mouth.openness
+
+
+class AvatarAudioFrame(rtc.AudioFrame):
+    """The mono int16 audio slice of one video frame."""
+
+    def __init__(self, samples: np.ndarray, *, sample_rate: int, index: int, fps: int) -> None:
+        super().__init__(samples.tobytes(), sample_rate, 1, samples.size)
+        self.index = index
+        self.timestamp_s = index / fps
+
+
+@dataclass(slots=True)
+class GeneratorStats:
+    frames: int = 0
+    speech_frames: int = 0
+    idle_frames: int = 0
+    segments: int = 0
+    interruptions: int = 0
+    # idle frames emitted while a segment was open because its audio came too late
+    starved_frames: int = 0
+    # frames whose rendering took longer than one frame interval
+    slow_frames: int = 0
+
+
+class LipSyncVideoGenerator(VideoGenerator):
+    def __init__(
+        self,
+        *,
+        face: FaceAsset,
+        options: RendererOptions | None = None,
+        backend: Backend | None = None,
+        speech_wait_s: float | None = None,
+        pace_idle: bool = True,
+        clock: Clock | None = None,
+    ) -> None:
+        """`speech_wait_s`: how long to wait for late audio of an open segment before an idle
+        frame is shown instead (default: one frame interval). `pace_idle`: yield idle frames
+        on the frame clock (see the module docstring); off only for offline consumers."""
+        self._options = options or RendererOptions()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atlas-render")
+        self._renderer = StreamRenderer(face=face, options=self._options, backend=backend)
+        fps = self._options.fps
+        self._speech_wait_s = 1.0 / fps if speech_wait_s is None else speech_wait_s
+        self._clock = clock or LoopClock()
+        self._pace_idle = pace_idle
+        self._anchor: float | None = None  # clock time of frame 0 on the frame clock
+        self._next_index = 0
+        self._audio_arrived = asyncio.Event()
+        self._segment_open = False
+        self._epoch = 0  # bumped by every clear: frames rendered before it lose their audio
+        self._closed = False
+        self._iterating = False
+        self.stats = GeneratorStats()
+
+    @classmethod
+    def from_image(
+        cls, image_bytes: bytes, *, options: RendererOptions | None = None
+    ) -> LipSyncVideoGenerator:
+        """Prepare the face (blocking, ~20-50 ms: call it off the event loop) and build one."""
+        options = options or RendererOptions()
+        return cls(face=FaceAsset.prepare(image_bytes, options=options), options=options)
+
+    # -- properties -------------------------------------------------------------------------
+
+    @property
+    def options(self) -> RendererOptions:
+        return self._options
+
+    @property
+    def video_size(self) -> tuple[int, int]:
+        """(width, height) of the frames."""
+        return self._renderer.face.size
+
+    @property
+    def clear_latency_s(self) -> float:
+        return self._renderer.clear_latency_s
+
+    @property
+    def lookahead_s(self) -> float:
+        return self._renderer.lookahead_s
+
+    # -- VideoGenerator ---------------------------------------------------------------------
+
+    async def push_audio(self, frame: rtc.AudioFrame | AudioSegmentEnd) -> None:
+        if self._closed:
+            return
+        if isinstance(frame, AudioSegmentEnd):
+            self._segment_open = False
+            await self._call(self._renderer.flush)
+        else:
+            if frame.samples_per_channel == 0:
+                return
+            pcm = np.frombuffer(frame.data, dtype=np.int16).copy()
+            self._segment_open = True
+            await self._call(self._push_pcm, pcm, frame.sample_rate, frame.num_channels)
+        self._audio_arrived.set()
+
+    async def clear_buffer(self) -> None:
+        """Drop every queued sample at once; the mouth closes within clear_latency_s."""
+        self._epoch += 1
+        self._segment_open = False
+        self.stats.interruptions += 1
+        self._audio_arrived.set()
+        if not self._closed:
+            await self._call(self._renderer.clear)
+
+    def __aiter__(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
+        if self._iterating:
+            raise RuntimeError("LipSyncVideoGenerator supports one iterator at a time")
+        self._iterating = True
+        return self._stream()
+
+    # -- face swap --------------------------------------------------------------------------
+
+    async def set_face(self, image_bytes: bytes) -> None:
+        """Prepare a new face off the render thread, then crossfade to it on the same stream."""
+        face = await asyncio.to_thread(FaceAsset.prepare, image_bytes, options=self._options)
+        await self.set_face_asset(face)
+
+    async def set_face_asset(self, face: FaceAsset) -> None:
+        if not self._closed:
+            await self._call(self._renderer.set_face, face)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._audio_arrived.set()
+        await self._call(self._renderer.close)
+        self._executor.shutdown(wait=False)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _push_pcm(self, pcm: np.ndarray, sample_rate: int, num_channels: int) -> None:
+        self._renderer.push_audio(pcm, sample_rate=sample_rate, num_channels=num_channels)
+
+    def _step(self, allow_idle: bool) -> RenderedFrame | None:
+        frame = self._renderer.pull()
+        if frame is None and allow_idle:
+            frame = self._renderer.next_frame()
+        return frame
+
+    async def _call(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _idle_due(self) -> float:
+        """When the next frame is due on the frame clock (re-anchored after a stall)."""
+        now = self._clock.now()
+        interval = 1.0 / self._options.fps
+        if self._anchor is None or now - (self._anchor + self._next_index * interval) > REANCHOR_S:
+            self._anchor = now - self._next_index * interval
+        return self._anchor + self._next_index * interval
+
+    async def _next_rendered(self) -> tuple[RenderedFrame, bool] | None:
+        """The next frame and whether a clear came after it was rendered; None once closed."""
+        speech_deadline: float | None = None
+        while not self._closed:
+            self._audio_arrived.clear()
+            epoch = self._epoch
+            waiting = self._segment_open
+            now = self._clock.now()
+            if waiting:
+                allow_idle = speech_deadline is not None and now >= speech_deadline
+            else:
+                allow_idle = not self._pace_idle or now >= self._idle_due()
+            started = now
+            frame = await self._call(self._step, allow_idle)
+            if frame is not None:
+                if self._clock.now() - started > 1.0 / self._options.fps:
+                    self.stats.slow_frames += 1
+                if waiting and frame.audio is None:
+                    self.stats.starved_frames += 1
+                self._next_index = frame.index + 1
+                return frame, epoch != self._epoch
+            if self._audio_arrived.is_set():
+                continue
+            if self._segment_open:
+                if speech_deadline is None:
+                    speech_deadline = self._clock.now() + self._speech_wait_s
+                wake = speech_deadline
+            else:
+                wake = self._idle_due()
+            await self._clock.wait(self._audio_arrived, wake - self._clock.now())
+        return None
+
+    async def _stream(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
+        rate, fps = self._options.sample_rate, self._options.fps
+        while (step := await self._next_rendered()) is not None:
+            rendered, stale = step
+            epoch = self._epoch
+            speech = rendered.audio is not None and not stale
+            self.stats.frames += 1
+            if speech:
+                self.stats.speech_frames += 1
+            else:
+                self.stats.idle_frames += 1
+            yield AvatarVideoFrame(rendered, speech=speech)
+            # a clear while the consumer held the video frame drops the slice still to come
+            if speech and rendered.audio is not None and epoch == self._epoch:
+                yield AvatarAudioFrame(
+                    rendered.audio, sample_rate=rate, index=rendered.index, fps=fps
+                )
+                if rendered.segment_end:
+                    self.stats.segments += 1
+                    yield AudioSegmentEnd()

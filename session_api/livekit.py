@@ -1,0 +1,138 @@
+"""A thin wrapper over livekit-api: rooms, agent dispatch, room metadata, tokens and webhooks.
+
+Everything LiveKit-shaped stays here; the realtime service sees plain Python values and two
+domain errors. Built in the app's lifespan (it owns an aiohttp session) and closed by aclose().
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+import aiohttp
+from livekit import api
+
+logger = logging.getLogger("session_api")
+
+
+class LiveKitError(Exception):
+    """LiveKit could not be reached or refused a call. str() holds no secrets."""
+
+
+class LiveKitBusy(LiveKitError):
+    """LiveKit answered resource_exhausted: no room or agent capacity left."""
+
+
+class WebhookRejected(Exception):
+    """A webhook whose signature, body hash or JSON did not verify."""
+
+
+def client_identity(session_id: str) -> str:
+    return f"user-{session_id}"
+
+
+def room_name(session_id: str) -> str:
+    return f"atlas-rt-{session_id}"
+
+
+ROOM_PREFIX = "atlas-rt-"
+
+
+class LiveKit:
+    def __init__(self, *, url: str, api_key: str, api_secret: str, timeout_s: float = 5.0) -> None:
+        self._api = api.LiveKitAPI(
+            url=url,
+            api_key=api_key,
+            api_secret=api_secret,
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+            failover=False,
+        )
+        self._api_key = api_key
+        self._api_secret = api_secret
+        self._webhooks = api.WebhookReceiver(api.TokenVerifier(api_key, api_secret))
+
+    @asynccontextmanager
+    async def _call(self, op: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except api.ServerError as exc:
+            logger.warning("livekit call failed", extra={"op": op, "code": exc.code})
+            if exc.code == api.ServerErrorCode.RESOURCE_EXHAUSTED:
+                raise LiveKitBusy(f"{op}: {exc.code}") from exc
+            raise LiveKitError(f"{op}: {exc.code}") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            logger.warning("livekit unreachable", extra={"op": op, "error": type(exc).__name__})
+            raise LiveKitError(f"{op}: {type(exc).__name__}") from exc
+
+    async def create_room(
+        self, name: str, *, empty_timeout_s: int, departure_timeout_s: int, metadata: str
+    ) -> None:
+        request = api.CreateRoomRequest(
+            name=name,
+            empty_timeout=empty_timeout_s,
+            departure_timeout=departure_timeout_s,
+            metadata=metadata,
+        )
+        async with self._call("create_room"):
+            await self._api.room.create_room(request)
+
+    async def delete_room(self, name: str) -> bool:
+        """Delete the room; False if LiveKit no longer has it (already gone is fine)."""
+        try:
+            async with self._call("delete_room"):
+                await self._api.room.delete_room(api.DeleteRoomRequest(room=name))
+        except LiveKitError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, api.ServerError) and cause.code == api.ServerErrorCode.NOT_FOUND:
+                return False
+            raise
+        return True
+
+    async def update_room_metadata(self, name: str, metadata: str) -> None:
+        async with self._call("update_room_metadata"):
+            await self._api.room.update_room_metadata(
+                api.UpdateRoomMetadataRequest(room=name, metadata=metadata)
+            )
+
+    async def dispatch_agent(self, *, room: str, agent_name: str, metadata: str) -> str:
+        """Explicit dispatch of `agent_name` into `room`; returns the dispatch id."""
+        request = api.CreateAgentDispatchRequest(
+            agent_name=agent_name, room=room, metadata=metadata
+        )
+        async with self._call("create_dispatch"):
+            dispatch = await self._api.agent_dispatch.create_dispatch(request)
+        return dispatch.id
+
+    def client_token(self, *, session_id: str, ttl_s: int) -> str:
+        """A join token for the session's client: its own identity, its own room only."""
+        grants = api.VideoGrants(
+            room_join=True,
+            room=room_name(session_id),
+            can_publish=True,
+            can_subscribe=True,
+            can_publish_data=True,
+            can_update_own_metadata=False,
+        )
+        token = (
+            api.AccessToken(self._api_key, self._api_secret)
+            .with_identity(client_identity(session_id))
+            .with_kind("standard")
+            .with_grants(grants)
+            .with_ttl(timedelta(seconds=ttl_s))
+        )
+        return token.to_jwt()
+
+    def receive_webhook(self, body: str, authorization: str | None) -> api.WebhookEvent:
+        """Verify LiveKit's signed webhook (JWT over the body's SHA-256) and parse it."""
+        if not authorization:
+            raise WebhookRejected("missing Authorization")
+        token = authorization.removeprefix("Bearer ").strip()
+        try:
+            return self._webhooks.receive(body, token)
+        except Exception as exc:  # jwt, hash and JSON errors all mean "not from LiveKit"
+            raise WebhookRejected(type(exc).__name__) from exc
+
+    async def aclose(self) -> None:
+        await self._api.aclose()

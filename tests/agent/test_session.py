@@ -1,0 +1,221 @@
+"""LiveSession: session end (max duration, empty room) with injected time, and face swaps."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+from livekit import rtc
+
+from agent.faces import FileFaceSource
+from agent.metadata import FaceRef
+from agent.runner import create_avatar_runner
+from agent.session import LiveSession
+from agent.video_generator import LipSyncVideoGenerator
+from renderer import FaceAsset, RendererOptions
+from tests.agent.conftest import ManualClock
+from tests.agent.fakes import FakeRemoteParticipant, FakeRoom, FakeRoomAdmin
+
+SESSION = "ses_test00000000"
+CLIENT = f"user-{SESSION}"
+
+
+class RecordingFileFaceSource(FileFaceSource):
+    """The real local face store, remembering which keys were fetched."""
+
+    def __init__(self, *, root: Path) -> None:
+        super().__init__(root=root, max_bytes=10_000_000)
+        self.fetched: list[str | None] = []
+
+    async def fetch(self, ref: FaceRef) -> bytes:
+        self.fetched.append(ref.storage_key)
+        return await super().fetch(ref)
+
+
+class Harness:
+    def __init__(self, generator: LipSyncVideoGenerator, tmp_path: Path, **kw: float) -> None:
+        self.room = FakeRoom(name=f"atlas-rt-{SESSION}")
+        self.admin = FakeRoomAdmin()
+        self.clock = ManualClock()
+        self.faces = RecordingFileFaceSource(root=tmp_path)
+        self.stopped = 0
+        self.session = LiveSession(
+            room=self.room,  # type: ignore[arg-type]
+            session_id=SESSION,
+            client_identity=CLIENT,
+            generator=generator,
+            face_source=self.faces,
+            room_admin=self.admin,
+            face_version=1,
+            max_duration_s=kw.get("max_duration_s", 60.0),
+            empty_timeout_s=kw.get("empty_timeout_s", 10.0),
+            on_end=self._stop,
+            clock=self.clock,
+        )
+        self.task = asyncio.create_task(self.session.run())
+
+    async def started(self) -> Harness:
+        await self.clock.advance(0)  # lets run() take its start time at t=0
+        return self
+
+    async def _stop(self) -> None:
+        self.stopped += 1
+
+    def join(self) -> None:
+        self.room.add_remote(FakeRemoteParticipant(identity=CLIENT))
+
+    def leave(self) -> None:
+        self.room.remove_remote(CLIENT)
+
+
+async def test_ends_at_max_duration_exactly_once(
+    generator: LipSyncVideoGenerator, tmp_path: Path
+) -> None:
+    h = await Harness(generator, tmp_path, max_duration_s=30.0).started()
+    h.join()
+    await h.clock.advance(29.9)
+    assert not h.task.done()
+    await h.clock.advance(0.1)
+    summary = await asyncio.wait_for(h.task, 5)
+    assert summary.reason == "max_duration" and summary.duration_s == pytest.approx(30.0)
+    assert h.admin.deleted == [h.room.name] and h.stopped == 1
+    h.session.request_end("shutdown")  # a later end request changes nothing
+    await asyncio.sleep(0)
+    assert h.admin.deleted == [h.room.name]
+
+
+async def test_ends_when_the_client_never_joins(
+    generator: LipSyncVideoGenerator, tmp_path: Path
+) -> None:
+    h = await Harness(generator, tmp_path, empty_timeout_s=10.0).started()
+    await h.clock.advance(9.9)
+    assert not h.task.done()
+    await h.clock.advance(0.1)
+    summary = await asyncio.wait_for(h.task, 5)
+    assert summary.reason == "client_never_joined"
+    assert h.admin.deleted == [h.room.name]
+
+
+async def test_ends_when_the_client_has_left_for_the_timeout(
+    generator: LipSyncVideoGenerator, tmp_path: Path
+) -> None:
+    h = await Harness(generator, tmp_path, empty_timeout_s=10.0).started()
+    await h.clock.advance(3)
+    h.join()
+    await h.clock.advance(10)
+    h.leave()
+    await h.clock.advance(8)  # t=21: away for 8 s, then back (a reconnect)
+    h.join()
+    await h.clock.advance(20)
+    assert not h.task.done()
+    h.leave()  # t=41
+    await h.clock.advance(9.9)
+    assert not h.task.done()
+    await h.clock.advance(0.1)
+    summary = await asyncio.wait_for(h.task, 5)
+    assert summary.reason == "client_left" and summary.duration_s == pytest.approx(51.0)
+    assert h.admin.deleted == [h.room.name] and h.stopped == 1
+
+
+async def test_face_swap_via_room_metadata_on_the_same_tracks(
+    face: FaceAsset,
+    options: RendererOptions,
+    face_bytes: bytes,
+    mirrored_face_bytes: bytes,
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "faces").mkdir()
+    (tmp_path / "faces" / "v2.png").write_bytes(mirrored_face_bytes)
+    (tmp_path / "faces" / "v1.jpg").write_bytes(face_bytes)
+    generator = LipSyncVideoGenerator(face=face, options=options)
+    h = await Harness(generator, tmp_path).started()
+    h.join()
+    runner = create_avatar_runner(
+        h.room,  # type: ignore[arg-type]
+        audio_recv=_SilentReceiver(),
+        generator=generator,
+    )
+    await runner.start()
+    loop = asyncio.get_running_loop()
+    video = await _published_video(h.room)
+    received: list[np.ndarray] = []
+
+    async def read() -> None:
+        stream = rtc.VideoStream(video, format=rtc.VideoBufferType.RGB24)
+        try:
+            async for event in stream:
+                received.append(np.frombuffer(event.frame.data, np.uint8).copy())
+        finally:
+            await stream.aclose()
+
+    reader = asyncio.create_task(read())
+    try:
+        await asyncio.sleep(0.3)
+        old_count = len(received)
+        h.room.set_metadata_json({"face": {"storage_key": "faces/v2.png", "version": 2}})
+        async with asyncio.timeout(10):
+            while h.session.face_version != 2:  # noqa: ASYNC110 (polling a plain attribute)
+                await asyncio.sleep(0.05)
+        # a stale version (and an unchanged one) is ignored, never fetched
+        h.room.set_metadata_json({"face": {"storage_key": "faces/v1.jpg", "version": 1}})
+        h.room.set_metadata_json({"face": {"storage_key": "faces/missing.png", "version": 2}})
+        start = loop.time()
+        await asyncio.sleep(0.8)  # crossfade (0.25 s) and then the new face at rest
+        elapsed = loop.time() - start
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        h.session.request_end("shutdown")
+        await h.task
+        await runner.aclose()
+        await generator.aclose()
+
+    assert len(h.room.local_participant.published) == 2, "no re-publish"
+    assert h.session.face_version == 2 and h.session.face_swaps == 1
+    assert h.faces.fetched == ["faces/v2.png"]
+    new_face = FaceAsset.prepare(mirrored_face_bytes, options=options).image.reshape(-1)
+
+    def distance(frame: np.ndarray, ref: np.ndarray) -> float:
+        return float(np.abs(frame.astype(np.int16) - ref).mean())
+
+    old_face = face.image.reshape(-1)
+    assert distance(received[old_count - 1], old_face) < 3
+    assert distance(received[-1], new_face) < 3
+    # the video kept flowing at fps through the swap: no gap
+    assert len(received) - old_count >= int(elapsed * options.fps) - 3
+
+
+class _SilentReceiver(rtc.EventEmitter[str]):
+    """An AudioReceiver that never speaks (the face swap needs no audio)."""
+
+    async def start(self) -> None:
+        return None
+
+    def notify_playback_finished(self, playback_position: float, interrupted: bool) -> None:
+        return None
+
+    def notify_playback_started(self) -> None:
+        return None
+
+    def __aiter__(self) -> _SilentReceiver:
+        return self
+
+    async def __anext__(self) -> rtc.AudioFrame:
+        await asyncio.Event().wait()
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def _published_video(room: FakeRoom) -> rtc.LocalVideoTrack:
+    published = asyncio.Event()
+    room.on("local_track_published", lambda *_: published.set())
+    while True:
+        for pub in room.local_participant.published:
+            if isinstance(pub.track, rtc.LocalVideoTrack):
+                return pub.track
+        published.clear()
+        await published.wait()

@@ -1,0 +1,195 @@
+"""LipSyncVideoGenerator driven with real rtc.AudioFrames, as AvatarRunner drives it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+import pytest
+from livekit import rtc
+from livekit.agents.voice.avatar import AudioSegmentEnd, VideoGenerator
+
+from agent.video_generator import AvatarAudioFrame, AvatarVideoFrame, LipSyncVideoGenerator
+from renderer import FaceAsset, RendererOptions
+from tests.agent.conftest import FakeClock, audio_frames
+
+Item = rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd
+
+
+async def take_video(it: AsyncIterator[Item], count: int) -> list[Item]:
+    """Items up to and including the `count`-th video frame (and what trails it)."""
+    items: list[Item] = []
+    seen = 0
+    while seen < count:
+        item = await anext(it)
+        items.append(item)
+        seen += isinstance(item, rtc.VideoFrame)
+    return items
+
+
+async def take_until_segment_ends(it: AsyncIterator[Item], segments: int) -> list[Item]:
+    items: list[Item] = []
+    while sum(isinstance(i, AudioSegmentEnd) for i in items) < segments:
+        items.append(await anext(it))
+    return items
+
+
+async def push(gen: LipSyncVideoGenerator, pcm: np.ndarray, rate: int, *, end: bool) -> None:
+    for frame in audio_frames(pcm, rate):
+        await gen.push_audio(frame)
+    if end:
+        await gen.push_audio(AudioSegmentEnd())
+
+
+def videos(items: list[Any]) -> list[AvatarVideoFrame]:
+    return [i for i in items if isinstance(i, AvatarVideoFrame)]
+
+
+def test_is_a_livekit_video_generator(generator: LipSyncVideoGenerator) -> None:
+    assert isinstance(generator, VideoGenerator)
+
+
+async def test_speech_frames_carry_exact_audio_and_segments_end_once(
+    generator: LipSyncVideoGenerator, speech24k: np.ndarray, options: RendererOptions
+) -> None:
+    rate, spf = options.sample_rate, options.samples_per_frame
+    first, second = speech24k[: rate * 2 + 77], speech24k[rate * 3 : rate * 4]
+    await push(generator, first, rate, end=True)
+    await push(generator, second, rate, end=True)
+    items = await take_until_segment_ends(generator.__aiter__(), 2)
+
+    frames = videos(items)
+    assert [f.index for f in frames] == list(range(len(frames)))
+    assert [f.timestamp_s for f in frames] == [i / options.fps for i in range(len(frames))]
+    assert all(f.width == options.size and f.height == options.size for f in frames)
+
+    # every speech video frame is followed by exactly its audio slice
+    segments: list[list[np.ndarray]] = [[]]
+    for prev, item in zip(items, items[1:], strict=False):
+        if isinstance(item, AvatarAudioFrame):
+            assert isinstance(prev, AvatarVideoFrame) and prev.speech
+            assert item.index == prev.index and item.samples_per_channel == spf
+            segments[-1].append(np.frombuffer(item.data, np.int16))
+        elif isinstance(item, AudioSegmentEnd):
+            assert isinstance(prev, AvatarAudioFrame), "AudioSegmentEnd follows the last slice"
+            segments.append([])
+    assert segments[-1] == []
+    for pcm, slices in zip((first, second), segments[:2], strict=True):
+        out = np.concatenate(slices)
+        assert out.size == -(-pcm.size // spf) * spf
+        assert np.array_equal(out[: pcm.size], pcm)
+        assert not out[pcm.size :].any()
+    assert generator.stats.segments == 2
+
+
+async def test_idle_frames_flow_without_input_on_the_frame_clock(
+    face: FaceAsset, clock: FakeClock
+) -> None:
+    options = RendererOptions(size=128, idle_motion=True)
+    gen = LipSyncVideoGenerator(face=face, options=options, clock=clock)
+    it = gen.__aiter__()
+    times = []
+    try:
+        items = []
+        for _ in range(60):
+            items += await take_video(it, 1)
+            times.append(clock.now())
+    finally:
+        await gen.aclose()
+    # never ahead of the frame clock (idle frames must not pile up in the sync queue)
+    assert np.allclose(np.diff(times), 1 / options.fps)
+    assert all(isinstance(i, AvatarVideoFrame) and not i.speech for i in items)
+    assert [f.index for f in videos(items)] == list(range(60))
+    # blinking and breathing: the idle picture is alive, not a frozen copy
+    first = np.frombuffer(items[0].data, np.uint8)  # type: ignore[union-attr]
+    assert any(not np.array_equal(first, np.frombuffer(f.data, np.uint8)) for f in videos(items))
+
+
+async def test_clear_buffer_stops_speech_within_the_stated_latency(
+    generator: LipSyncVideoGenerator, speech24k: np.ndarray, options: RendererOptions
+) -> None:
+    rate = options.sample_rate
+    await push(generator, speech24k[: rate * 3], rate, end=True)
+    it = generator.__aiter__()
+    before = videos(await take_video(it, 25))
+    assert all(f.speech for f in before)
+    assert max(f.mouth_openness for f in before) > 0.2
+
+    await generator.clear_buffer()
+    after_items = await take_video(it, 20)
+    after = videos(after_items)
+    assert not any(isinstance(i, rtc.AudioFrame | AudioSegmentEnd) for i in after_items)
+    assert not any(f.speech for f in after)
+    ramp = round(generator.clear_latency_s * options.fps)
+    assert all(f.mouth_openness == 0.0 for f in after[ramp:])
+    assert [f.index for f in before + after] == list(range(45))
+
+    # the next segment plays normally: nothing is wedged by the interruption
+    await push(generator, speech24k[rate : rate * 2], rate, end=True)
+    items = await take_until_segment_ends(it, 1)
+    assert sum(isinstance(i, AvatarAudioFrame) for i in items) == options.fps
+    assert generator.stats.interruptions == 1
+
+
+async def test_speech_runs_ahead_of_the_clock_and_idle_waits_for_it(
+    generator: LipSyncVideoGenerator,
+    speech24k: np.ndarray,
+    options: RendererOptions,
+    clock: FakeClock,
+) -> None:
+    rate = options.sample_rate
+    await push(generator, speech24k[:rate], rate, end=True)
+    it = generator.__aiter__()
+    start = clock.now()
+    speech = await take_until_segment_ends(it, 1)
+    assert clock.now() == start, "speech frames are yielded as fast as they are taken"
+    await take_video(it, 1)
+    # the first idle frame waits for its place after the 25 speech frames
+    assert clock.now() - start == pytest.approx(len(videos(speech)) / options.fps)
+
+
+async def test_an_open_segment_waits_briefly_for_late_audio_then_idles(
+    face: FaceAsset, speech24k: np.ndarray, options: RendererOptions, clock: FakeClock
+) -> None:
+    gen = LipSyncVideoGenerator(face=face, options=options, speech_wait_s=0.0, clock=clock)
+    try:
+        rate = options.sample_rate
+        await push(gen, speech24k[: rate // 2], rate, end=False)  # the segment stays open
+        items = await take_video(gen.__aiter__(), 20)
+    finally:
+        await gen.aclose()
+    frames = videos(items)
+    speech = [f.speech for f in frames]
+    # 0.5 s of audio minus the lookahead gives 12 frames; then idle frames, no stall
+    assert speech[:12] == [True] * 12 and not any(speech[12:])
+    assert gen.stats.starved_frames == 8
+
+
+async def test_face_swap_mid_speech_has_no_gap_and_no_duplicate(
+    generator: LipSyncVideoGenerator,
+    speech24k: np.ndarray,
+    options: RendererOptions,
+    mirrored_face_bytes: bytes,
+) -> None:
+    rate = options.sample_rate
+    await push(generator, speech24k[: rate * 2], rate, end=True)
+    it = generator.__aiter__()
+    items = await take_video(it, 10)
+    swap = asyncio.create_task(generator.set_face(mirrored_face_bytes))
+    while not swap.done():
+        items += await take_video(it, 1)
+    await swap
+    items += await take_until_segment_ends(it, 1)
+    items += await take_video(it, 15)  # idle after the crossfade: the new photo at rest
+    frames = videos(items)
+    assert [f.index for f in frames] == list(range(len(frames)))
+    audio = [i for i in items if isinstance(i, AvatarAudioFrame)]
+    assert len(audio) == options.fps * 2
+    new_face = FaceAsset.prepare(mirrored_face_bytes, options=options)
+    last = np.frombuffer(frames[-1].data, np.uint8).reshape(new_face.image.shape)
+    assert np.array_equal(last, new_face.image)
+    assert not np.array_equal(
+        np.frombuffer(frames[0].data, np.uint8).reshape(new_face.image.shape), new_face.image
+    )
