@@ -215,8 +215,8 @@ def code_blocks(path: Path) -> Iterator[str]:
 
 
 def doc_commands() -> list[Use]:
-    """`atlas ...` command lines in the docs' code blocks: as the first word of a line, after
-    `exec SERVICE` / `run SERVICE` (compose), or after `--` (kubectl exec)."""
+    """`atlas ...` commands in the docs: in code blocks as the first word of a line, after
+    `exec SERVICE` / `run SERVICE` (compose) or after `--` (kubectl exec); and inline code."""
     out = []
     for path in DOCS:
         if not path.exists():
@@ -242,6 +242,11 @@ def doc_commands() -> list[Use]:
                             argv.append(rest)
                         out.append(Use(f"{path.relative_to(ROOT)}: {line.strip()}", argv))
                         break
+        # Inline code: `atlas worker --concurrency N`.
+        for match in re.finditer(r"`(atlas [^`]+)`", path.read_text()):
+            out.append(
+                Use(f"{path.relative_to(ROOT)}: `{match.group(1)}`", shlex.split(match.group(1)))
+            )
     return out
 
 
