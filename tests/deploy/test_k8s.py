@@ -129,6 +129,8 @@ def test_references_resolve(name: str) -> None:
         ref = hpa["spec"]["scaleTargetRef"]
         assert ref["kind"] == "Deployment" and ref["name"] in deployments
         assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+        # The HPA owns the count: a fixed one would be reset by every apply.
+        assert "replicas" not in deployments[ref["name"]]["spec"]
     for pdb in by_kind(resources, "PodDisruptionBudget").values():
         matched = [
             d
