@@ -11,6 +11,9 @@ from sqlalchemy.engine import Connection
 from session_api.db.session import Database
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+# Serialises concurrent upgrades (the migration Job and API pods starting together) on
+# PostgreSQL; the lock is transaction-scoped, so it is released with the upgrade's commit.
+_MIGRATION_LOCK_ID = 0x61746C61  # "atla"
 
 
 def alembic_config(url: str) -> Config:
@@ -24,6 +27,8 @@ async def upgrade(db: Database, revision: str = "head") -> None:
     """Upgrade the schema on the database's own engine (works inside a running event loop)."""
 
     def _run(connection: Connection) -> None:
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_ID})")
         config = alembic_config(db.url)
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
