@@ -11,6 +11,7 @@ import datetime as dt
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,8 +29,13 @@ from renderer.audio import LOOKAHEAD_S
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 OUT = ROOT / "BENCHMARKS.md"
-SECTION_START = "<!-- bench/run.py:start -->"
-SECTION_END = "<!-- bench/run.py:end -->"
+# Other benchmark scripts, run as they are documented, each into its own section.
+SUITES: tuple[tuple[str, str, list[str]], ...] = (
+    ("api", "API (issue 3)", ["bench/api_bench.py"]),
+    ("realtime", "Realtime session create (issue 4)", ["bench/realtime_bench.py"]),
+    ("agent", "Concurrent agent streams (issue 5)", ["bench/agent_streams.py"]),
+    ("neural", "Wav2Lip-contract backend on CPU (issue 6)", ["-m", "bench.neural_cpu"]),
+)
 
 
 def load_speech() -> tuple[np.ndarray, int]:
@@ -261,16 +267,42 @@ def main() -> None:
     ]
     cpu = platform.processor() or platform.machine()
     header = (
-        f"{SECTION_START}\n## Renderer (CPU), {dt.date.today().isoformat()}\n\n"
+        f"## Renderer (CPU), {dt.date.today().isoformat()}\n\n"
         f"Machine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}. "
         "Command: `make bench` (`python -m bench.run`). Medians of whole runs; the machine is "
         "shared and noisy, so compare ratios rather than single figures.\n\n"
     )
-    section = header + table(rows) + f"\n{SECTION_END}"
-    text = OUT.read_text() if OUT.exists() else "# Benchmarks\n\n"
-    if SECTION_START in text:
-        before, rest = text.split(SECTION_START, 1)
-        text = before + section + rest.split(SECTION_END, 1)[1]
+    write_section("renderer", header + table(rows))
+    if os.environ.get("BENCH_ONLY_RENDERER"):
+        return
+    for key, title, args in SUITES:
+        print(f"bench: {title}...", file=sys.stderr, flush=True)
+        done = subprocess.run(
+            [sys.executable, *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        body = (
+            done.stdout.strip()
+            if done.returncode == 0
+            else f"failed:\n\n```\n{done.stderr[-2000:]}\n```"
+        )
+        command = "python " + " ".join(args)
+        write_section(
+            key, f"## {title}, {dt.date.today().isoformat()}\n\nCommand: `{command}`\n\n{body}"
+        )
+
+
+def write_section(key: str, body: str) -> None:
+    """Replace (or append) one marked section of BENCHMARKS.md, leaving the rest as it is."""
+    start, end = f"<!-- bench:{key}:start -->", f"<!-- bench:{key}:end -->"
+    section = f"{start}\n{body}\n{end}"
+    text = OUT.read_text() if OUT.exists() else "# Benchmarks\n"
+    if start in text:
+        before, rest = text.split(start, 1)
+        text = before + section + rest.split(end, 1)[1]
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
     OUT.write_text(text)

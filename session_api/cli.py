@@ -70,26 +70,48 @@ def _worker(argv: list[str]) -> int:
         prog="atlas worker", description="Run offline job workers against the shared database."
     )
     parser.add_argument("--concurrency", type=int, default=None, help="jobs at once (default 1)")
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=DEFAULT_DRAIN_S,
+        metavar="SECONDS",
+        help=(
+            "on SIGTERM/SIGINT, stop claiming and let jobs in hand finish for this long, then hand "
+            f"them back to the queue; a second signal hands them back at once (default "
+            f"{DEFAULT_DRAIN_S:g}, under the usual 30 s kill timeout)"
+        ),
+    )
     args = parser.parse_args(argv)
     _setup_logging()
     settings = get_settings()
     if args.concurrency is not None:
         settings = settings.model_copy(update={"worker_concurrency": args.concurrency})
-    asyncio.run(_run_worker(settings))
+    asyncio.run(_run_worker(settings, drain_s=max(0.0, args.drain_timeout)))
     return 0
 
 
-async def _run_worker(settings: Settings) -> None:
+DEFAULT_DRAIN_S = 25.0
+
+
+async def _run_worker(settings: Settings, *, drain_s: float = DEFAULT_DRAIN_S) -> None:
     from session_api.services import open_services
 
     services = await open_services(settings, migrate=False, worker=True, background=True)
     stop = asyncio.Event()
+    abort = asyncio.Event()  # a second signal: release the jobs in hand now
+
+    def on_signal() -> None:
+        (abort if stop.is_set() else stop).set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     logger.info("worker started", extra={"concurrency": settings.worker_concurrency})
     try:
         await stop.wait()
+        logger.info("worker stopping", extra={"drain_timeout_s": drain_s})
+        if services.worker is not None:
+            await services.worker.drain(drain_s, abort=abort)
     finally:
         await services.aclose()
         logger.info("worker stopped")

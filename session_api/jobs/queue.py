@@ -260,6 +260,23 @@ class JobQueue:
             self._announce_failure(session, job, now)
             return "failed"
 
+    async def release(self, job_id: str, worker_id: str) -> bool:
+        """Hand a claimed job back untouched (its worker is shutting down): pending again at its
+        place in the queue, and the attempt not counted. False if this worker no longer owns it."""
+        async with self.db.write() as session:
+            result = await session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.lease_owner == worker_id, Job.status == "processing")
+                .values(
+                    status="pending",
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    progress=0,
+                    attempts=Job.attempts - 1,
+                )
+            )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
     async def recover_expired(self) -> list[str]:
         """Jobs whose lease ran out go back to pending, or fail after max attempts."""
         now = self.clock()

@@ -3,6 +3,9 @@
 Rendering is synchronous and CPU-heavy, so it runs in the worker's own thread pool; the event
 loop keeps the lease alive meanwhile. The renderer's progress callback is also where a timeout
 or a lost lease stops the render.
+
+Shutdown (SIGTERM) is `drain()`: stop claiming, let the jobs in hand finish for a while, then hand
+the rest back to the queue (pending again, the attempt not counted) so another worker takes them.
 """
 
 from __future__ import annotations
@@ -124,6 +127,12 @@ class JobWorker:
         )
         self._stop = asyncio.Event()
         self.busy = 0
+        # Jobs in hand, with the flag that stops their render thread (drain/aclose release them).
+        self._inflight: dict[str, _Progress] = {}
+        # Set when run() has started, and again when all its slots have returned.
+        self._running = False
+        self._finished = asyncio.Event()
+        self.release_grace_s = 10.0
 
     @property
     def render(self) -> RenderFn:
@@ -132,10 +141,15 @@ class JobWorker:
         return self._render
 
     async def run(self) -> None:
-        """Process jobs with `concurrency` slots until aclose()."""
-        async with asyncio.TaskGroup() as group:
-            for _ in range(self.concurrency):
-                group.create_task(self._slot())
+        """Process jobs with `concurrency` slots until drain() or aclose()."""
+        self._running = True
+        self._finished.clear()
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(self.concurrency):
+                    group.create_task(self._slot())
+        finally:
+            self._finished.set()
 
     async def _slot(self) -> None:
         while not self._stop.is_set():
@@ -165,9 +179,17 @@ class JobWorker:
     async def _process(self, job: ClaimedJob) -> None:
         started = time.monotonic()
         logger.info("job claimed", extra={"job_id": job.id, "attempt": job.attempt})
+        progress = _Progress(time.monotonic() + self.timeout_s)
+        self._inflight[job.id] = progress
+        try:
+            await self._process_claimed(job, progress, started)
+        finally:
+            self._inflight.pop(job.id, None)
+
+    async def _process_claimed(self, job: ClaimedJob, progress: _Progress, started: float) -> None:
         with tempfile.TemporaryDirectory(prefix="atlas-job-", dir=self.work_dir) as tmp:
             try:
-                outcome, out_path = await self._render_job(job, Path(tmp))
+                outcome, out_path = await self._render_job(job, Path(tmp), progress)
             except LeaseLost:
                 logger.warning("job lease lost", extra={"job_id": job.id})
                 return
@@ -188,11 +210,14 @@ class JobWorker:
             await self._finish_completed(job, outcome, out_path)
             self._observe("completed", started)
 
-    async def _render_job(self, job: ClaimedJob, tmp: Path) -> tuple[RenderOutcome, Path]:
+    async def _render_job(
+        self, job: ClaimedJob, tmp: Path, progress: _Progress
+    ) -> tuple[RenderOutcome, Path]:
         audio_path, image_path, out_path = tmp / "audio", tmp / "image", tmp / OUTPUT_NAME
         await self.storage.get_file(job.audio_key, audio_path)
         await self.storage.get_file(job.image_key, image_path)
-        progress = _Progress(time.monotonic() + self.timeout_s)
+        if progress.lost.is_set():  # released while downloading
+            raise LeaseLost()
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(
             self._executor, self._render_blocking, audio_path, image_path, out_path, progress
@@ -282,9 +307,54 @@ class JobWorker:
         if self.metrics is not None:
             self.metrics.job_duration.labels(outcome=outcome).observe(time.monotonic() - started)
 
-    async def aclose(self) -> None:
+    async def drain(self, timeout_s: float = 0.0, *, abort: asyncio.Event | None = None) -> None:
+        """Stop claiming; give the jobs in hand `timeout_s` (or until `abort`) to finish, then
+        release the rest to the queue and wait briefly for their render threads to stop."""
         self._stop.set()
+        if not self._running:
+            await self._release_inflight()
+            return
+        if self._inflight:
+            logger.info(
+                "worker draining", extra={"jobs": len(self._inflight), "timeout_s": timeout_s}
+            )
+        if await _wait(self._finished, timeout_s, abort):
+            return
+        await self._release_inflight()
+        await _wait(self._finished, self.release_grace_s, None)
+
+    async def _release_inflight(self) -> None:
+        for job_id, progress in list(self._inflight.items()):
+            progress.lost.set()  # the render thread stops at its next progress report
+            try:
+                released = await self.queue.release(job_id, self.worker_id)
+            except Exception:
+                # The lease then runs out and the queue retries the job.
+                logger.exception("job release failed", extra={"job_id": job_id})
+                continue
+            logger.info("job released", extra={"job_id": job_id, "released": released})
+
+    async def aclose(self) -> None:
+        await self.drain(0.0)
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def _wait(event: asyncio.Event, timeout_s: float, abort: asyncio.Event | None) -> bool:
+    """True when `event` is set within `timeout_s`; False on timeout or when `abort` is set."""
+    if event.is_set():
+        return True
+    waiters = [asyncio.ensure_future(event.wait())]
+    if abort is not None:
+        waiters.append(asyncio.ensure_future(abort.wait()))
+    try:
+        await asyncio.wait(
+            waiters, timeout=max(0.0, timeout_s), return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+    return event.is_set()
 
 
 class ResultCleaner:

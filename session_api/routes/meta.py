@@ -1,4 +1,4 @@
-"""GET /, /v1/health, /v1/status, /v1/me and /metrics."""
+"""GET /, /v1/health, /v1/ready, /v1/status, /v1/me and /metrics."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import Response
+from sqlalchemy import text
 
 from session_api.deps import CallerDep, ServicesDep
+from session_api.errors import TemporarilyUnavailable
 from session_api.schemas import (
     Health,
     Me,
@@ -54,6 +56,17 @@ async def index() -> dict[str, Any]:
 @router.get("/v1/health")
 async def health() -> Health:
     return Health(status="all systems go", services={"avatar_generation": "online"})
+
+
+@router.get("/v1/ready", include_in_schema=False)
+async def ready(services: ServicesDep) -> dict[str, Any]:
+    """Readiness (for load balancers and k8s): 503 while the database does not answer."""
+    try:
+        async with services.db.session() as session:
+            await session.execute(text("SELECT 1"))
+    except Exception as exc:
+        raise TemporarilyUnavailable("The database is not reachable.") from exc
+    return {"status": "ready", "checks": {"database": "ok"}}
 
 
 @router.get("/v1/status")
