@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 from livekit import rtc
-from livekit.agents.voice.avatar import AudioReceiver, AvatarOptions, AvatarRunner
+from livekit.agents.voice.avatar import (
+    AudioReceiver,
+    AvatarOptions,
+    AvatarRunner,
+    VideoGenerator,
+)
 
+from agent.clock import Clock
+from agent.playback import PlaybackGuard, ProtocolAudioReceiver
 from agent.video_generator import LipSyncVideoGenerator
 
 # The synchroniser's queues, in frames. AvatarRunner sizes both the AudioSource queue and the
@@ -29,14 +36,37 @@ def avatar_options(generator: LipSyncVideoGenerator) -> AvatarOptions:
 
 
 def create_avatar_runner(
-    room: rtc.Room, *, audio_recv: AudioReceiver, generator: LipSyncVideoGenerator
+    room: rtc.Room,
+    *,
+    audio_recv: AudioReceiver,
+    generator: LipSyncVideoGenerator,
+    video_gen: VideoGenerator | None = None,
 ) -> AvatarRunner:
-    """An AvatarRunner publishing `generator`'s video and audio to `room` (call start())."""
+    """An AvatarRunner publishing `generator`'s video and audio to `room` (call start()).
+    `video_gen`: what the runner drives instead, if it wraps `generator` (PlaybackGuard)."""
     queue_ms = round(SYNC_QUEUE_FRAMES * 1000 / generator.options.fps)
     return AvatarRunner(
         room,
         audio_recv=audio_recv,
-        video_gen=generator,
+        video_gen=video_gen or generator,
         options=avatar_options(generator),
         _queue_size_ms=queue_ms,
     )
+
+
+def create_protocol_runner(
+    room: rtc.Room,
+    *,
+    generator: LipSyncVideoGenerator,
+    sender_identity: str | None,
+    clock: Clock | None = None,
+) -> tuple[AvatarRunner, PlaybackGuard]:
+    """The LiveKit avatar protocol (plugin mode): `sender_identity`'s audio byte streams
+    (ProtocolAudioReceiver) rendered by `generator`, with every lk.clear_buffer answered and
+    exactly one lk.playback_started / lk.playback_finished per segment (PlaybackGuard)."""
+    receiver = ProtocolAudioReceiver(room, sender_identity=sender_identity)
+    guard = PlaybackGuard(receiver=receiver, generator=generator, clock=clock)
+    runner = create_avatar_runner(
+        room, audio_recv=guard.receiver, generator=generator, video_gen=guard.generator
+    )
+    return runner, guard

@@ -15,7 +15,7 @@ from typing import Any
 
 from livekit import rtc
 from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobProcess
-from livekit.agents.voice.avatar import AudioReceiver, DataStreamAudioReceiver
+from livekit.agents.voice.avatar import AudioReceiver, AvatarRunner
 
 from agent.config import AGENT_NAME, AgentSettings, get_settings
 from agent.conversation import (
@@ -34,7 +34,8 @@ from agent.faces import (
 from agent.livekit_api import LiveKitRoomAdmin
 from agent.metadata import DispatchMetadata, MetadataError, parse_dispatch_metadata
 from agent.passthrough import ParticipantAudioReceiver
-from agent.runner import create_avatar_runner
+from agent.playback import PlaybackGuard
+from agent.runner import create_avatar_runner, create_protocol_runner
 from agent.session import LiveSession
 from agent.video_generator import LipSyncVideoGenerator
 from renderer import FaceAsset
@@ -143,28 +144,52 @@ class _Job:
         self._closers.append(generator.aclose)
 
         room = await self._connect()
-        receiver, conversation = await self._audio_source(room, generator)
-        runner = create_avatar_runner(room, audio_recv=receiver, generator=generator)
-        await runner.start()  # publishes with the first (idle) frame, before any words
+        plugin = meta.mode == "plugin"
+        guard: PlaybackGuard | None = None
+        conversation: Conversation | None = None
+        runner: AvatarRunner
+        if plugin:
+            # the avatar protocol: any agent's audio, every clear answered, one
+            # playback_started / playback_finished per segment
+            runner, guard = create_protocol_runner(
+                room, generator=generator, sender_identity=meta.options.sender_identity
+            )
+        else:
+            receiver, conversation = await self._audio_source(room, generator)
+            runner = create_avatar_runner(room, audio_recv=receiver, generator=generator)
+        empty_timeout_s = meta.options.empty_timeout_seconds or settings.agent_empty_timeout_s
+        try:
+            # publishes with the first (idle) frame, before any words; in plugin mode it first
+            # waits for the sending agent, which must come within the empty timeout
+            await asyncio.wait_for(runner.start(), timeout=empty_timeout_s if plugin else None)
+        except TimeoutError:
+            logger.warning(
+                "session ended: the sending agent never joined",
+                extra={"session_id": meta.session_id},
+            )
+            return
         self._closers.append(runner.aclose)
 
         async def stop_pipeline() -> None:
             # say nothing more: drop queued speech; the frame in hand finishes
             if conversation is not None:
                 conversation.session.interrupt()
-            await generator.clear_buffer()
+            if guard is not None:
+                await guard.interrupt()  # the sending agent hears playback_finished
+            else:
+                await generator.clear_buffer()
 
-        plugin = meta.mode == "plugin"
         session = LiveSession(
             room=room,
             session_id=meta.session_id,
-            client_identity=None if plugin else meta.client_identity,
+            # plugin mode: the room belongs to the sending agent; end when it is gone
+            client_identity=meta.options.sender_identity if plugin else meta.client_identity,
             generator=generator,
             face_source=self.faces,
             room_admin=self.admin,
             face_version=meta.face.version,
             max_duration_s=min(meta.max_duration_seconds, settings.agent_max_duration_s),
-            empty_timeout_s=meta.options.empty_timeout_seconds or settings.agent_empty_timeout_s,
+            empty_timeout_s=empty_timeout_s,
             on_end=stop_pipeline,
             delete_room=not plugin,  # in plugin mode the room belongs to the other agent
         )
@@ -201,8 +226,6 @@ class _Job:
             )
             self._closers.append(receiver.aclose)
             return receiver, None
-        if meta.mode == "plugin":
-            return DataStreamAudioReceiver(room, sender_identity=meta.options.sender_identity), None
         providers = default_providers(
             settings, meta.options, vad_model=self.ctx.proc.userdata.get("vad")
         )

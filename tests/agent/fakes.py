@@ -28,8 +28,22 @@ class FakePublication:
     def sid(self) -> str:
         return f"TR_{id(self.track):x}"
 
+    @property
+    def kind(self) -> int:
+        return self.track.kind
+
     async def wait_for_subscription(self) -> None:
         return None
+
+
+@dataclass
+class FakeRemotePublication:
+    """What other rooms see of a published track (rtc.RemoteTrackPublication's surface)."""
+
+    sid: str
+    kind: int
+    subscribed: bool = False
+    track: rtc.Track | None = None
 
 
 @dataclass
@@ -41,6 +55,7 @@ class FakeRemoteParticipant:
     sid: str = ""
     name: str = ""
     metadata: str = ""
+    state: int = rtc.ParticipantState.PARTICIPANT_STATE_ACTIVE
 
 
 @dataclass
@@ -117,6 +132,7 @@ class FakeLocalParticipant:
         self.published.append(pub)
         self.track_publications[pub.sid] = pub
         self._room.emit("local_track_published", pub, track)
+        self._room.hub.announce_track(self.identity, pub)
         return pub
 
     def register_rpc_method(
@@ -163,6 +179,7 @@ class FakeHub:
     def __init__(self) -> None:
         self.rooms: dict[str, FakeRoom] = {}
         self.rpc_calls: list[RpcCall] = []
+        self.byte_streams: list[FakeByteStreamInfo] = []  # every stream opened, in order
         self._streams = 0
 
     def join(self, room: FakeRoom) -> None:
@@ -206,6 +223,14 @@ class FakeHub:
         destinations: list[str],
     ) -> FakeByteStreamWriter:
         self._streams += 1
+        self.byte_streams.append(
+            FakeByteStreamInfo(
+                stream_id=f"stream{self._streams}",
+                topic=topic,
+                attributes=dict(attributes),
+                name=name,
+            )
+        )
         readers = []
         for identity in destinations:
             room = self.rooms.get(identity)
@@ -223,6 +248,16 @@ class FakeHub:
                 handler(reader, sender)
                 readers.append(reader)
         return FakeByteStreamWriter(readers)
+
+    def announce_track(self, sender: str, publication: FakePublication) -> None:
+        """A published track shows up in the other rooms (`track_published`)."""
+        for identity, room in self.rooms.items():
+            participant = room.remote_participants.get(sender)
+            if identity == sender or participant is None:
+                continue
+            remote = FakeRemotePublication(sid=publication.sid, kind=publication.kind)
+            participant.track_publications[remote.sid] = remote
+            room.emit("track_published", remote, participant)
 
     def broadcast_data(self, sender: str, data: bytes, topic: str) -> None:
         for identity, room in self.rooms.items():
@@ -287,6 +322,7 @@ class FakeRoom(rtc.EventEmitter[str]):
         self.remote_participants[participant.identity] = participant
         if emit:
             self.emit("participant_connected", participant)
+            self.emit("participant_active", participant)
 
     def remove_remote(self, identity: str) -> None:
         participant = self.remote_participants.pop(identity)

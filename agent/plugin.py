@@ -1,0 +1,229 @@
+"""Use our avatar from any LiveKit agent, like the Tavus, Simli or Bey plugins:
+
+    from agent.plugin import AvatarSession
+
+    avatar = AvatarSession(face_url="https://example.com/face.jpg")
+    await avatar.start(session, room=ctx.room)  # before session.start(...)
+
+start() mints the avatar participant's token (kind `agent`, attribute `lk.publish_on_behalf` =
+the agent's identity, so clients show the avatar's tracks as the agent's), dispatches our worker
+(`atlas-avatar`, mode `plugin`) into the agent's room with the face, and replaces the agent
+session's audio output with livekit-agents' DataStreamAudioOutput: the agent's speech goes to
+the avatar as byte streams on `lk.audio_stream`, interruptions as the `lk.clear_buffer` RPC, and
+the avatar reports `lk.playback_started` / `lk.playback_finished` (agent.playback guarantees one
+of each per segment). The avatar publishes lip-synced video and the audio it speaks.
+
+Credentials come from the arguments or LiveKit's standard variables (LIVEKIT_URL,
+LIVEKIT_API_KEY, LIVEKIT_API_SECRET): the ones the agent's own worker already has.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from datetime import timedelta
+from typing import Any, Literal, Protocol
+
+from livekit import api, rtc
+from livekit.agents import AgentSession, get_job_context
+from livekit.agents.voice.avatar import AvatarSession as BaseAvatarSession
+from livekit.agents.voice.avatar import DataStreamAudioOutput
+from livekit.agents.voice.room_io import ATTRIBUTE_PUBLISH_ON_BEHALF
+
+from agent.config import AGENT_NAME
+from agent.metadata import DispatchMetadata, FaceRef, SessionOptions
+
+logger = logging.getLogger("agent")
+
+DEFAULT_AVATAR_IDENTITY = "atlas-avatar-agent"
+DEFAULT_AVATAR_NAME = "Atlas avatar"
+# The avatar's token outlives the session's max duration by this much (joins, reconnects).
+TOKEN_MARGIN_S = 300
+
+
+class AtlasAvatarError(Exception):
+    """The avatar could not be started (configuration or dispatch). Holds no secrets."""
+
+
+class AgentDispatcher(Protocol):
+    """Creates an explicit dispatch of a named agent into a room (AgentDispatchService)."""
+
+    async def create_dispatch(self, *, room: str, agent_name: str, metadata: str) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class LiveKitAgentDispatcher:
+    """AgentDispatcher over livekit-api's AgentDispatchService.CreateDispatch."""
+
+    def __init__(self, *, url: str, api_key: str, api_secret: str) -> None:
+        self._url, self._key, self._secret = url, api_key, api_secret
+        self._api: api.LiveKitAPI | None = None
+
+    async def create_dispatch(self, *, room: str, agent_name: str, metadata: str) -> None:
+        if self._api is None:  # built on first use: it needs a running event loop
+            self._api = api.LiveKitAPI(self._url, self._key, self._secret)
+        await self._api.agent_dispatch.create_dispatch(
+            api.CreateAgentDispatchRequest(agent_name=agent_name, room=room, metadata=metadata)
+        )
+
+    async def aclose(self) -> None:
+        if self._api is not None:
+            await self._api.aclose()
+            self._api = None
+
+
+def mint_avatar_token(
+    *,
+    api_key: str,
+    api_secret: str,
+    room: str,
+    identity: str,
+    name: str,
+    publish_on_behalf: str,
+    ttl_s: float,
+) -> str:
+    """The avatar participant's token: kind agent, this room only, publishing for the agent."""
+    return (
+        api.AccessToken(api_key=api_key, api_secret=api_secret)
+        .with_kind("agent")
+        .with_identity(identity)
+        .with_name(name)
+        .with_grants(
+            api.VideoGrants(
+                room_join=True,
+                room=room,
+                can_publish=True,
+                can_subscribe=True,
+                can_publish_data=True,
+            )
+        )
+        .with_attributes({ATTRIBUTE_PUBLISH_ON_BEHALF: publish_on_behalf})
+        .with_ttl(timedelta(seconds=ttl_s))
+        .to_jwt()
+    )
+
+
+def new_session_id() -> str:
+    return "ses_" + secrets.token_urlsafe(18)  # 24 url-safe characters
+
+
+class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
+    """Our lip-sync avatar for a LiveKit agent session (the LiveKit avatar protocol)."""
+
+    def __init__(
+        self,
+        *,
+        face_url: str | None = None,
+        face_storage_key: str | None = None,
+        avatar_identity: str = DEFAULT_AVATAR_IDENTITY,
+        avatar_name: str = DEFAULT_AVATAR_NAME,
+        agent_name: str = AGENT_NAME,
+        max_duration_seconds: float = 3600,
+        empty_timeout_seconds: float | None = None,
+        livekit_url: str | None = None,
+        api_key: str | None = None,
+        api_secret: str | None = None,
+        dispatcher: AgentDispatcher | None = None,
+    ) -> None:
+        """The face: an HTTPS `face_url`, or a `face_storage_key` in the worker's face store.
+        `empty_timeout_seconds`: the avatar leaves when this agent has been gone that long."""
+        super().__init__()
+        if (face_url is None) == (face_storage_key is None):
+            raise AtlasAvatarError("give exactly one of face_url or face_storage_key")
+        self._face = FaceRef(url=face_url, storage_key=face_storage_key, version=1)
+        self._avatar_identity = avatar_identity
+        self._avatar_name = avatar_name
+        self._agent_name = agent_name
+        self._max_duration_s = max_duration_seconds
+        self._empty_timeout_s = empty_timeout_seconds
+        self._url = livekit_url or os.environ.get("LIVEKIT_URL")
+        self._key = api_key or os.environ.get("LIVEKIT_API_KEY")
+        self._secret = api_secret or os.environ.get("LIVEKIT_API_SECRET")
+        self._dispatcher = dispatcher
+        self._session_id = new_session_id()
+
+    @property
+    def avatar_identity(self) -> str:
+        return self._avatar_identity
+
+    @property
+    def provider(self) -> str:
+        return "atlas"
+
+    @property
+    def session_id(self) -> str:
+        return self._session_id
+
+    async def start(self, agent_session: AgentSession[Any], room: rtc.Room) -> None:
+        """Dispatch the avatar into `room` (connected) and route the session's audio to it."""
+        if not (self._url and self._key and self._secret):
+            raise AtlasAvatarError(
+                "LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET must be set "
+                "(or passed as livekit_url, api_key, api_secret)"
+            )
+        sender = _local_identity(room)
+        await super().start(agent_session, room)
+        metadata = self.dispatch_metadata(room=room.name, sender_identity=sender)
+        if self._dispatcher is None:
+            self._dispatcher = LiveKitAgentDispatcher(
+                url=self._url, api_key=self._key, api_secret=self._secret
+            )
+        extra = {"session_id": self._session_id, "room": room.name}
+        logger.info("dispatching the avatar", extra=extra)
+        try:
+            await self._dispatcher.create_dispatch(
+                room=room.name, agent_name=self._agent_name, metadata=metadata
+            )
+        except api.TwirpError as exc:
+            raise AtlasAvatarError(f"dispatching the avatar failed: {exc.code}") from exc
+        # the agent's speech waits until the avatar's video is up (no words before the face)
+        agent_session.output.replace_audio_tail(
+            DataStreamAudioOutput(
+                room,
+                destination_identity=self._avatar_identity,
+                wait_remote_track=rtc.TrackKind.KIND_VIDEO,
+                wait_playback_start=True,  # the avatar reports real playback starts
+            )
+        )
+
+    def dispatch_metadata(self, *, room: str, sender_identity: str) -> str:
+        """The worker's dispatch metadata (mode plugin), validated by its own contract."""
+        assert self._key is not None and self._secret is not None
+        token = mint_avatar_token(
+            api_key=self._key,
+            api_secret=self._secret,
+            room=room,
+            identity=self._avatar_identity,
+            name=self._avatar_name,
+            publish_on_behalf=sender_identity,
+            ttl_s=self._max_duration_s + TOKEN_MARGIN_S,
+        )
+        meta = DispatchMetadata(
+            session_id=self._session_id,
+            mode="plugin",
+            face=self._face,
+            max_duration_seconds=self._max_duration_s,
+            options=SessionOptions(
+                sender_identity=sender_identity,
+                avatar_identity=self._avatar_identity,
+                avatar_token=token,
+                empty_timeout_seconds=self._empty_timeout_s,
+            ),
+        )
+        return meta.model_dump_json(exclude_none=True)
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        if self._dispatcher is not None:
+            await self._dispatcher.aclose()
+
+
+def _local_identity(room: rtc.Room) -> str:
+    job = get_job_context(required=False)
+    identity = job.local_participant_identity if job is not None else ""
+    identity = identity or room.local_participant.identity
+    if not identity:
+        raise AtlasAvatarError("connect the agent's room before starting the avatar")
+    return identity
