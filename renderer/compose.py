@@ -109,7 +109,8 @@ class IdleMotion:
         # pivot low in the frame (the neck), so the head moves, not the whole picture
         matrix = cv2.getRotationMatrix2D((width / 2, height * 0.85), angle, scale)
         matrix[:, 2] += (dx, dy)
-        return cv2.warpAffine(frame, matrix, (width, height), borderMode=cv2.BORDER_REFLECT)
+        # REPLICATE: half the cost of REFLECT, and the same look for a sway of two pixels
+        return cv2.warpAffine(frame, matrix, (width, height), borderMode=cv2.BORDER_REPLICATE)
 
 
 def crossfade(old: np.ndarray, new: np.ndarray, weight: float) -> np.ndarray:
