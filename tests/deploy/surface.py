@@ -20,7 +20,9 @@ from typing import Any
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource
 
-from .conftest import ATLAS, ROOT
+from tests.processes import ATLAS
+
+from .conftest import ROOT
 
 PACKAGES = ("atlas", "renderer", "agent", "session_api")
 

@@ -9,8 +9,7 @@ import httpx
 
 from session_api.config import Settings
 from session_api.main import create_app
-
-from .conftest import free_port
+from tests.processes import free_port
 
 
 async def get(settings: Settings, *paths: str) -> list[httpx.Response]:

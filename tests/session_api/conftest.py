@@ -6,7 +6,6 @@ import asyncio
 import io
 import os
 import secrets
-import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,16 +21,11 @@ from session_api.auth import NewKey, create_key
 from session_api.config import Settings
 from session_api.main import create_app
 from session_api.services import Services
+from tests.processes import free_port  # noqa: F401 (used by sibling modules)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 SPEECH = FIXTURES / "speech.wav"
 FACE = FIXTURES / "face.jpg"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def no_face_png() -> bytes:

@@ -9,9 +9,8 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +18,10 @@ import av
 import pytest
 import requests
 
+from tests.processes import ATLAS, Procs, wait_until
+
 from .conftest import FACE, SPEECH, free_port
 
-ATLAS = [sys.executable, "-m", "atlas.cli"]
 SPEECH_SECONDS = 7.72
 
 
@@ -55,29 +55,6 @@ def atlas(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-class Procs:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.running: list[subprocess.Popen[bytes]] = []
-
-    def start(self, env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
-        log = (self.tmp / f"{args[0]}-{len(self.running)}.log").open("wb")
-        proc = subprocess.Popen([*ATLAS, *args], env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.running.append(proc)
-        return proc
-
-    def stop_all(self) -> None:
-        for proc in self.running:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.running:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 @pytest.fixture
 def procs(tmp_path: Path) -> Iterator[Procs]:
     owner = Procs(tmp_path)
@@ -85,16 +62,6 @@ def procs(tmp_path: Path) -> Iterator[Procs]:
         yield owner
     finally:
         owner.stop_all()
-
-
-def wait_until(predicate: Callable[[], Any], *, limit_s: float, step_s: float = 0.1) -> Any:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step_s)
-    raise AssertionError("condition not reached")
 
 
 def serve(procs: Procs, env: dict[str, str], *extra: str) -> str:
