@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # command -> module with `run(command: str, argv: list[str]) -> int`
@@ -34,7 +35,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"atlas: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(_COMMANDS[command][0])
-    code: int = module.run(command, rest)
+    try:
+        code: int = module.run(command, rest)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader left early (`atlas keys create | head -1`): not an error worth a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return code
 
 

@@ -182,7 +182,7 @@ async def _keys_async(args: argparse.Namespace, settings: Settings) -> int:
                 monthly_cap=args.monthly_cap,
                 max_session_s=args.max_session_seconds,
             )
-            print(new.key)
+            print(new.key, flush=True)  # line 1 reaches `| head -1` at once
             print(new.webhook_secret)
             print(
                 f"Created key {new.key_prefix} ({new.name}): line 1 is the API key, line 2 its "

@@ -121,3 +121,21 @@ async def test_results_expire_after_24h(
         assert not (services.settings.data_dir / "storage" / "jobs" / "j1" / "output.mp4").exists()
         job = (await api.client.get("/v1/jobs/j1", headers=auth(key.key))).json()
         assert job["status"] == "completed" and "url" not in job
+
+
+def test_keys_create_into_a_closed_pipe_prints_no_traceback(tmp_path: Path) -> None:
+    """`KEY=$(atlas keys create --name demo | head -1)` (the README) must stay quiet when the
+    reader leaves early; `| true` leaves before the first byte, so the pipe is always closed."""
+    env = {**os.environ, "ATLAS_DATA_DIR": str(tmp_path)}
+    for reader in ("head -1", "true"):
+        done = subprocess.run(
+            f"{sys.executable} -m atlas.cli keys create --name demo-{reader[:4]} | {reader}",
+            shell=True,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+        if reader == "head -1":
+            assert done.stdout.startswith("sk_live_") and done.stdout.count("\n") == 1
