@@ -36,13 +36,14 @@ def measure_mouths(
         if not faces:
             out.append(None)
             continue
-        p = max(faces, key=lambda f: f.area).points
+        face = max(faces, key=lambda f: f.area)
+        p = face.points
         out.append(
             MouthMeasure(
                 gap=float(np.linalg.norm(p[INNER_LOWER_MID] - p[INNER_UPPER_MID]))
                 / reference_width,
                 width=float(np.linalg.norm(p[MOUTH_RIGHT] - p[MOUTH_LEFT])) / reference_width,
-                jaw_open=faces[0].blendshapes.get("jawOpen", 0.0),
+                jaw_open=face.blendshapes.get("jawOpen", 0.0),
             )
         )
     return out
