@@ -104,11 +104,6 @@ class StorageUnavailable(ApiError):
     default_message = "Output storage is temporarily unavailable."
 
 
-class StorageError(ApiError):
-    status, code = 503, "storage_error"
-    default_message = "Failed to store or retrieve job output."
-
-
 class TemporarilyUnavailable(ApiError):
     status, code = 503, "temporarily_unavailable"
     default_message = "Service is temporarily unavailable."
@@ -117,6 +112,11 @@ class TemporarilyUnavailable(ApiError):
 class AuthUnavailable(ApiError):
     status, code = 503, "auth_unavailable"
     default_message = "Authentication service is temporarily unavailable."
+
+
+class InvalidCallbackUrl(ApiError):
+    status, code = 400, "invalid_callback_url"
+    default_message = "X-Callback-URL must be a public HTTPS URL of at most 2048 characters."
 
 
 class InvalidFaceUrl(ApiError):

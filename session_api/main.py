@@ -7,9 +7,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from session_api.clock import Clock, utcnow
 from session_api.config import Settings, get_settings
 from session_api.errors import install_error_handlers
-from session_api.jobs.queue import Clock, utcnow
 from session_api.jobs.worker import RenderFn
 from session_api.metrics import Metrics, MetricsMiddleware
 from session_api.routes import files, jobs, meta, realtime

@@ -16,19 +16,13 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from session_api.clock import Clock, utcnow
 from session_api.db.models import Job, KeyUsage, WebhookDelivery
 from session_api.db.session import Database
 from session_api.errors import MonthlyCapExceeded
 
 FAILED_MESSAGE = "Processing failed. Please try again."
 GENERATION_FAILED = "generation_failed"
-
-Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
 
 def new_job_id() -> str:
     return secrets.token_hex(8)

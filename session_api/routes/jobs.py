@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from session_api.db.models import Job
 from session_api.deps import CallerDep, ServicesDep
 from session_api.errors import (
-    ApiError,
+    InvalidCallbackUrl,
     InvalidInput,
     MonthlyCapExceeded,
     NoOutput,
@@ -48,18 +48,14 @@ from session_api.schemas import (
     iso_z,
 )
 from session_api.services import Services
+from session_api.ssrf import UrlRefused, check_url, parse_networks
 from session_api.storage import StorageFailure
 from session_api.uploads import UploadedPart, new_upload_dir, receive_parts
-from session_api.webhooks import CallbackRefused, check_callback_url, parse_networks
 
 logger = logging.getLogger("session_api")
 router = APIRouter()
 
 _WANTED = frozenset({"audio", "image"})
-
-
-class InvalidCallbackUrl(ApiError):
-    status, code = 400, "invalid_callback_url"
 
 
 @router.post("/v1/generate", status_code=202)
@@ -73,10 +69,10 @@ async def generate(
     callback = None
     if x_callback_url:
         try:
-            callback = check_callback_url(
+            callback = check_url(
                 x_callback_url.strip(), parse_networks(settings.webhook_allow_networks)
             )
-        except CallbackRefused as exc:
+        except UrlRefused as exc:
             raise InvalidCallbackUrl(str(exc)) from exc
     cap = caller.key.monthly_cap
     if cap is not None and await _usage(services, caller.key.id) >= cap:
