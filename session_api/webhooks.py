@@ -37,6 +37,7 @@ from session_api.ssrf import (
 
 logger = logging.getLogger("session_api")
 
+
 def sign(secret: str, timestamp: int, body: str) -> str:
     return hmac.new(secret.encode(), f"{timestamp}.{body}".encode(), hashlib.sha256).hexdigest()
 

@@ -24,6 +24,7 @@ from session_api.errors import MonthlyCapExceeded
 FAILED_MESSAGE = "Processing failed. Please try again."
 GENERATION_FAILED = "generation_failed"
 
+
 def new_job_id() -> str:
     return secrets.token_hex(8)
 

@@ -56,6 +56,8 @@ logger = logging.getLogger("session_api")
 router = APIRouter()
 
 _WANTED = frozenset({"audio", "image"})
+# Far past any real history, and inside the 64-bit integers SQLite and PostgreSQL bind.
+MAX_OFFSET = 1_000_000_000
 
 
 @router.post("/v1/generate", status_code=202)
@@ -176,7 +178,7 @@ async def list_jobs(
     caller: CallerDep,
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> JobList:
     jobs, count = await services.queue.list_for_key(
         key_id=caller.key.id, limit=limit, offset=offset
