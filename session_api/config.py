@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = None
     redis_url: str | None = None
     public_url: str = "http://127.0.0.1:8000"
+    # Unset: a random secret kept in <data dir>/secret_key (session_api.datadir) signs links.
     secret_key: str = DEV_SECRET
 
     # Offline jobs (DESIGN §7)
@@ -40,6 +41,9 @@ class Settings(BaseSettings):
     worker_concurrency: int = 1
     # `atlas serve` runs a worker in-process unless this is false (then run `atlas worker`).
     embedded_worker: bool = True
+    # Temp dirs left by a killed process are swept at start; while other processes share the
+    # data dir, only those idle this long (uploads and renders are bounded well below it).
+    tmp_stale_after_s: float = Field(default=3600.0, gt=0)
 
     # Rate limits
     default_rpm: int = 30
