@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     result_ttl_s: int = 24 * 3600
     cleanup_interval_s: float = 300.0
     worker_concurrency: int = 1
+    # Jobs one key may have processing at once over all workers (fair queueing across keys).
+    queue_per_key_concurrency: int | None = Field(default=4, ge=1)
     # `atlas serve` runs a worker in-process unless this is false (then run `atlas worker`).
     embedded_worker: bool = True
     # Temp dirs left by a killed process are swept at start; while other processes share the

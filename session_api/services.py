@@ -141,6 +141,7 @@ async def open_services(
             lease_s=settings.lease_s,
             max_attempts=settings.job_max_attempts,
             failed_webhook=failed_body,
+            per_key_concurrency=settings.queue_per_key_concurrency,
         ),
         metrics=metrics or Metrics(),
         signer=UrlSigner(settings.secret_key.encode()),
