@@ -48,7 +48,14 @@ def _serve(argv: list[str]) -> int:
         settings = settings.model_copy(update={"public_url": f"http://{local}:{args.port}"})
     app = create_app(settings, worker=False if args.no_worker else None)
     print(_hint(settings, args.host, args.port), file=sys.stderr, flush=True)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info", access_log=False)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        access_log=False,
+        limit_concurrency=settings.max_connections,
+    )
     uvicorn.Server(config).run()
     return 0
 

@@ -31,6 +31,11 @@ class Settings(BaseSettings):
 
     # Offline jobs (DESIGN §7)
     max_upload_bytes: int = 50 * 1024 * 1024
+    # An upload whose client sends nothing for this long, or takes longer in all, is dropped.
+    upload_idle_timeout_s: float = Field(default=30.0, gt=0)
+    upload_timeout_s: float = Field(default=600.0, gt=0)
+    # Connections `atlas serve` holds at once; beyond it, requests are answered 503.
+    max_connections: int = Field(default=256, ge=1)
     job_timeout_s: float = 300.0
     job_max_attempts: int = 3
     lease_s: float = 30.0

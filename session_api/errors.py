@@ -58,6 +58,15 @@ class MethodNotAllowed(ApiError):
     default_message = "Wrong HTTP method."
 
 
+class RequestTimeout(ApiError):
+    status, code = 408, "request_timeout"
+    default_message = "The request body was not received in time."
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message)
+        self.headers = {"Connection": "close"}  # the rest of the body is never read
+
+
 class NotReady(ApiError):
     status, code = 409, "not_ready"
     default_message = "Job is still processing. Poll GET /v1/jobs/{id} until status is completed."

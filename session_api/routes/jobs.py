@@ -88,6 +88,8 @@ async def generate(
             directory=Path(tmp),
             max_total=settings.max_upload_bytes,
             wanted=_WANTED,
+            idle_timeout_s=settings.upload_idle_timeout_s,
+            total_timeout_s=settings.upload_timeout_s,
         )
         audio, image = _required(parts)
         audio_fmt, image_fmt = await _validate(services, audio, image)
