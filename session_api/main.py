@@ -13,6 +13,7 @@ from session_api.datadir import open_data_dir
 from session_api.errors import install_error_handlers
 from session_api.jobs.worker import RenderFn
 from session_api.metrics import Metrics, MetricsMiddleware
+from session_api.openapi import install_openapi
 from session_api.routes import files, jobs, meta, realtime
 from session_api.services import open_services
 
@@ -65,6 +66,7 @@ def create_app(
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(meta.router)
     app.include_router(jobs.router)
     app.include_router(files.router)
