@@ -21,7 +21,7 @@ import httpx
 from renderer.image_io import sniff_image_format
 from renderer.options import RendererOptions
 from session_api.errors import InvalidFaceUrl, InvalidInput, PayloadTooLarge, UnsupportedMediaType
-from session_api.media import MediaRejected, MediaUnsupported, check_image
+from session_api.media import MediaRejected, MediaUnsupported, check_image_bounded
 from session_api.ssrf import (
     MAX_REDIRECTS,
     Resolver,
@@ -145,7 +145,8 @@ class FaceChecker:
     """Format from content, then a face found by the renderer (FaceAsset.prepare in a thread).
 
     A photo already accepted (same SHA-256) is not prepared again: reused faces are the common
-    case and the check costs ~30 ms of CPU. At most `concurrency` checks run at once.
+    case and the check costs ~30 ms of CPU. At most `concurrency` photos are decoded at once in
+    the process, counting /v1/generate's (session_api.media.check_image_bounded).
     """
 
     def __init__(
@@ -153,8 +154,8 @@ class FaceChecker:
     ) -> None:
         self.options = options
         self.cache_size = cache_size
+        self.concurrency = concurrency
         self._accepted: OrderedDict[str, str] = OrderedDict()
-        self._slots = asyncio.Semaphore(concurrency)
 
     async def check(self, path: Path, size: int) -> FaceFile:
         if size == 0:
@@ -167,13 +168,12 @@ class FaceChecker:
         fmt = sniff_image_format(head)
         if fmt not in EXTENSIONS:
             raise UnsupportedMediaType("Unsupported image format: use PNG, JPEG or WebP.")
-        async with self._slots:
-            try:
-                await asyncio.to_thread(check_image, path, self.options)
-            except MediaUnsupported as exc:
-                raise UnsupportedMediaType(str(exc)) from exc
-            except MediaRejected as exc:
-                raise InvalidInput(str(exc)) from exc
+        try:
+            await check_image_bounded(path, self.options, slots=self.concurrency)
+        except MediaUnsupported as exc:
+            raise UnsupportedMediaType(str(exc)) from exc
+        except MediaRejected as exc:
+            raise InvalidInput(str(exc)) from exc
         self._accepted[digest] = fmt
         while len(self._accepted) > self.cache_size:
             self._accepted.popitem(last=False)

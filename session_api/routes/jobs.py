@@ -33,7 +33,7 @@ from session_api.media import (
     MediaRejected,
     MediaUnsupported,
     check_audio,
-    check_image,
+    check_image_bounded,
     sniff_audio_format,
 )
 from session_api.schemas import (
@@ -160,7 +160,9 @@ async def _validate(
         raise UnsupportedMediaType("Unsupported image format: use PNG, JPEG or WebP.")
     try:
         await asyncio.to_thread(check_audio, audio.path)
-        await asyncio.to_thread(check_image, image.path, services.options)
+        await check_image_bounded(
+            image.path, services.options, slots=services.settings.image_decode_concurrency
+        )
     except MediaUnsupported as exc:
         raise UnsupportedMediaType(str(exc)) from exc
     except MediaRejected as exc:
