@@ -6,6 +6,7 @@ wait is a hang guard on an event (the server closing the socket), not a race wit
 
 from __future__ import annotations
 
+import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,4 +95,23 @@ def test_connections_beyond_the_cap_are_refused_until_stalls_are_dropped(
         lambda: requests.get(f"{base}/v1/health", timeout=30).status_code == 200,
         limit_s=HANG_GUARD_S,
     )
+    assert leftovers(data) == []
+
+
+def test_a_killed_servers_upload_dir_is_swept_at_the_next_start(
+    procs: Procs, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    env = live_env(data, ATLAS_UPLOAD_IDLE_TIMEOUT_S="600")
+    key = new_key(env)
+    _, port, server = serve(procs, env)
+    sock = stall(port, key)
+    try:
+        wait_until(lambda: any(d.glob("part-*") for d in leftovers(data)), limit_s=HANG_GUARD_S)
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=HANG_GUARD_S)
+    finally:
+        sock.close()
+    assert len(leftovers(data)) == 1  # what a crash leaves behind
+    serve(procs, env)
     assert leftovers(data) == []
