@@ -153,7 +153,7 @@ def quality() -> dict[str, float]:
     import json
 
     from renderer.landmarks import MOUTH_LEFT, MOUTH_RIGHT, shared_landmarker
-    from renderer.metrics import best_lag, frame_envelope, measure_mouths
+    from renderer.lipsync_metrics import best_lag, frame_envelope, measure_mouths
 
     options = RendererOptions(idle_motion=False)
     face = FaceAsset.prepare((FIXTURES / "face.jpg").read_bytes(), options=options)
