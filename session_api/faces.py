@@ -1,6 +1,6 @@
 """Realtime face photos: an upload or an HTTPS URL fetched SSRF-safe, checked for a face.
 
-The URL fetch reuses the webhook sender's checks (session_api.webhooks.send_pinned): HTTPS only,
+The URL fetch uses the webhook sender's checks (session_api.ssrf.send_pinned): HTTPS only,
 at most 2048 characters, every resolved address public (or allow-listed), the connection pinned
 to the checked address, and every redirect checked again. Bodies stream to a file under a cap.
 """
@@ -22,11 +22,11 @@ from renderer.image_io import sniff_image_format
 from renderer.options import RendererOptions
 from session_api.errors import InvalidFaceUrl, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from session_api.media import MediaRejected, MediaUnsupported, check_image
-from session_api.webhooks import (
+from session_api.ssrf import (
     MAX_REDIRECTS,
-    CallbackRefused,
     Resolver,
-    check_callback_url,
+    UrlRefused,
+    check_url,
     parse_networks,
     send_pinned,
     system_resolver,
@@ -58,8 +58,8 @@ def check_face_url(value: object, allow: Sequence[str] = ()) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidFaceUrl("face_url must be an HTTPS URL string.")
     try:
-        return check_callback_url(value.strip(), parse_networks(allow), label=LABEL)
-    except CallbackRefused as exc:
+        return check_url(value.strip(), parse_networks(allow), label=LABEL)
+    except UrlRefused as exc:
         raise InvalidFaceUrl(str(exc)) from exc
 
 
@@ -100,7 +100,7 @@ class FaceFetcher:
                     stream=True,
                     label=LABEL,
                 )
-            except CallbackRefused as exc:
+            except UrlRefused as exc:
                 raise InvalidFaceUrl(str(exc)) from exc
             except (httpx.HTTPError, OSError) as exc:
                 raise InvalidFaceUrl("face_url could not be fetched.") from exc

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from session_api.clock import Clock, utcnow
 from session_api.config import Settings
 from session_api.db.models import RealtimeSession
 from session_api.db.session import Database
@@ -36,7 +37,6 @@ from session_api.errors import (
     TemporarilyUnavailable,
 )
 from session_api.faces import FaceChecker, FaceFetcher, FaceFile
-from session_api.jobs.queue import Clock, utcnow
 from session_api.livekit import ROOM_PREFIX, LiveKit, LiveKitBusy, LiveKitError, room_name
 from session_api.storage import Storage, StorageFailure
 

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from renderer.options import RendererOptions
+from session_api.clock import Clock, utcnow
 from session_api.config import Settings
 from session_api.db.migrate import upgrade
 from session_api.db.session import Database
-from session_api.jobs.queue import Clock, JobQueue, utcnow
+from session_api.jobs.queue import JobQueue
 from session_api.jobs.worker import JobWorker, RenderFn, ResultCleaner
 from session_api.metrics import Metrics
 from session_api.ratelimit import RateLimiter
@@ -140,6 +141,7 @@ async def open_services(
             lease_s=settings.lease_s,
             max_attempts=settings.job_max_attempts,
             failed_webhook=failed_body,
+            per_key_concurrency=settings.queue_per_key_concurrency,
         ),
         metrics=metrics or Metrics(),
         signer=UrlSigner(settings.secret_key.encode()),
