@@ -18,7 +18,7 @@ from renderer.landmarks import (
     OUTER_UPPER,
     FaceLandmarker,
 )
-from renderer.metrics import best_lag, frame_envelope, measure_mouths, psnr
+from renderer.lipsync_metrics import best_lag, frame_envelope, measure_mouths, psnr
 from renderer.stream import RenderedFrame
 from tests.renderer.conftest import render_all
 
