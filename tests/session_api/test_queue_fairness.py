@@ -17,12 +17,16 @@ from .test_queue import Clock, add_jobs
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'queue.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    database = Database(url=url)
+        return f"sqlite+aiosqlite:///{tmp_path / 'queue.db'}"
+    pg: str = request.getfixturevalue("pg_url")
+    return pg
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
+    database = Database(url=db_url)
     await upgrade(database)
     try:
         yield database
