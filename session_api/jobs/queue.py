@@ -25,10 +25,9 @@ from session_api.clock import Clock, utcnow
 from session_api.db.models import Job, KeyUsage, WebhookDelivery
 from session_api.db.session import Database
 from session_api.errors import MonthlyCapExceeded
+from session_api.jobs.fairness import next_key
 
 FAILED_MESSAGE = "Processing failed. Please try again."
-# How far back "served least recently" looks; a key idle longer than this counts as never served.
-FAIRNESS_HORIZON = timedelta(hours=24)
 _CLAIM_LOCK = 0x61746C61  # "atla": pg_advisory_xact_lock id that serializes claims
 GENERATION_FAILED = "generation_failed"
 
@@ -178,7 +177,7 @@ class JobQueue:
         async with self.db.write() as session:
             if not self.db.is_sqlite:
                 await session.execute(select(func.pg_advisory_xact_lock(_CLAIM_LOCK)))
-            key_id = await self._next_key(session, now)
+            key_id = await next_key(session, now, per_key_cap=self.per_key_concurrency)
             if key_id is None:
                 return None
             job = (
@@ -206,49 +205,6 @@ class JobQueue:
                 audio_key=job.audio_key,
                 image_key=job.image_key,
             )
-
-    async def _next_key(self, session: AsyncSession, now: datetime) -> int | None:
-        """The key whose oldest pending job runs next (see the module docstring)."""
-        waiting: dict[int, datetime] = dict(
-            (
-                await session.execute(
-                    select(Job.key_id, func.min(Job.created_at))
-                    .where(Job.status == "pending")
-                    .group_by(Job.key_id)
-                )
-            ).all()
-        )
-        if not waiting:
-            return None
-        running: dict[int, int] = dict(
-            (
-                await session.execute(
-                    select(Job.key_id, func.count())
-                    .where(Job.status == "processing")
-                    .group_by(Job.key_id)
-                )
-            ).all()
-        )
-        cap = self.per_key_concurrency
-        eligible = [k for k in waiting if cap is None or running.get(k, 0) < cap]
-        if not eligible:
-            return None
-        last_started: dict[int, datetime | None] = dict(
-            (
-                await session.execute(
-                    select(Job.key_id, func.max(Job.started_at))
-                    .where(Job.key_id.in_(eligible), Job.created_at >= now - FAIRNESS_HORIZON)
-                    .group_by(Job.key_id)
-                )
-            ).all()
-        )
-
-        def rank(key_id: int) -> tuple[int, bool, datetime, datetime]:
-            served = last_started.get(key_id)
-            never = served is None
-            return (running.get(key_id, 0), not never, served or waiting[key_id], waiting[key_id])
-
-        return min(eligible, key=rank)
 
     async def heartbeat(self, job_id: str, worker_id: str, *, progress: int) -> bool:
         """Renew the lease; False when this worker no longer owns the job."""
