@@ -12,7 +12,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from .conftest import ROOT
+from tests.paths import ROOT
+
 from .kustomize import Resource, build, containers, load_documents, pod_spec, referenced_files
 
 K8S = ROOT / "k8s"
