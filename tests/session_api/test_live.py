@@ -18,9 +18,8 @@ import av
 import pytest
 import requests
 
-from tests.processes import ATLAS, Procs, wait_until
-
-from .conftest import FACE, SPEECH, free_port
+from tests.paths import FACE, SPEECH
+from tests.processes import ATLAS, Procs, free_port, wait_until
 
 SPEECH_SECONDS = 7.72
 
