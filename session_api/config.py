@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"
     secret_key: str = DEV_SECRET
 
-    # Offline jobs (DESIGN §7)
+    # Offline jobs (docs/architecture.md, "Offline jobs: the queue")
     max_upload_bytes: int = 50 * 1024 * 1024
     job_timeout_s: float = 300.0
     job_max_attempts: int = 3
@@ -54,7 +54,7 @@ class Settings(BaseSettings):
 
     db_busy_timeout_s: float = 5.0
 
-    # Realtime (DESIGN §5). LiveKit's standard names, no prefix.
+    # Realtime (docs/architecture.md, "Realtime sessions"). LiveKit's standard names, no prefix.
     livekit_url: str | None = Field(
         default=None, validation_alias=AliasChoices("LIVEKIT_URL", "livekit_url")
     )

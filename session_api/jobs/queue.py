@@ -1,4 +1,6 @@
-"""The jobs table is the queue: claim, lease, heartbeat, retry, finish (DESIGN §7).
+"""The jobs table is the queue: claim, lease, heartbeat, retry, finish.
+
+See docs/architecture.md, "Offline jobs: the queue".
 
 A claim takes the oldest pending job with SELECT ... FOR UPDATE SKIP LOCKED on PostgreSQL, and
 inside a short BEGIN IMMEDIATE transaction on SQLite. A claimed job carries a lease that the
