@@ -7,8 +7,8 @@
 - `ATLAS_LOG_FORMAT=json`: one JSON object per line, the fields as top-level keys, for log
   shippers.
 
-Standard library only: `agent` and `session_api` both import this module, and neither may
-import the other.
+`agent` and `session_api` both import this module (neither may import the other), so it needs
+nothing but the standard library and pydantic-settings.
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ import logging
 import os
 import sys
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_VAR = "ATLAS_LOG_FORMAT"
 FORMATS = ("text", "json")
@@ -80,16 +83,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str, ensure_ascii=False)
 
 
-def format_name(environ: dict[str, str] | None = None) -> str:
-    """`text` or `json`, from ATLAS_LOG_FORMAT; ValueError names the bad value."""
-    value = (os.environ if environ is None else environ).get(ENV_VAR, "text").strip().lower()
-    if value not in FORMATS:
-        raise ValueError(f"{ENV_VAR} must be one of {', '.join(FORMATS)}, not {value!r}")
-    return value
+class LogSettings(BaseSettings):
+    """ATLAS_LOG_FORMAT: `text` (the default) or `json`."""
+
+    model_config = SettingsConfigDict(env_prefix="ATLAS_", extra="ignore", frozen=True)
+
+    log_format: Literal["text", "json"] = "text"
 
 
-def formatter(environ: dict[str, str] | None = None) -> logging.Formatter:
-    return JsonFormatter() if format_name(environ) == "json" else TextFormatter()
+def format_name() -> str:
+    """`text` or `json`, from ATLAS_LOG_FORMAT; a ValueError names a bad value in one line."""
+    try:
+        return LogSettings().log_format
+    except ValidationError:
+        value = os.environ.get(ENV_VAR, "")
+        raise ValueError(f"{ENV_VAR} must be one of {', '.join(FORMATS)}, not {value!r}") from None
+
+
+def formatter() -> logging.Formatter:
+    return JsonFormatter() if format_name() == "json" else TextFormatter()
 
 
 _HANDLER_NAME = "atlas"

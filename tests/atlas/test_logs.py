@@ -58,11 +58,14 @@ def test_json_lines_carry_the_fields_at_top_level() -> None:
     assert payload["time"].endswith("+00:00")
 
 
-def test_unknown_format_is_refused_with_its_name() -> None:
-    with pytest.raises(ValueError, match="ATLAS_LOG_FORMAT.*'xml'"):
-        logs.format_name({"ATLAS_LOG_FORMAT": "xml"})
-    assert logs.format_name({}) == "text"
-    assert isinstance(logs.formatter({"ATLAS_LOG_FORMAT": "JSON"}), logs.JsonFormatter)
+def test_the_format_comes_from_atlas_log_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ATLAS_LOG_FORMAT", raising=False)
+    assert isinstance(logs.formatter(), logs.TextFormatter)
+    monkeypatch.setenv("ATLAS_LOG_FORMAT", "json")
+    assert isinstance(logs.formatter(), logs.JsonFormatter)
+    monkeypatch.setenv("ATLAS_LOG_FORMAT", "xml")
+    with pytest.raises(ValueError, match="^ATLAS_LOG_FORMAT must be one of text, json, not 'xml'$"):
+        logs.formatter()
 
 
 # --- a real `atlas serve` ------------------------------------------------------------------------
