@@ -1,15 +1,17 @@
-"""Shared fixtures: the committed media and a prepared face."""
+"""Shared fixtures: the committed media, and real `atlas` processes stopped after each test."""
 
 from __future__ import annotations
 
 import json
 import wave
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.paths import FIXTURES
+from tests.processes import Procs
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +37,13 @@ def phonemes() -> list[dict[str, float | str]]:
     data = json.loads((FIXTURES / "speech_phonemes.json").read_text())
     phonemes: list[dict[str, float | str]] = data["phonemes"]
     return phonemes
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Procs]:
+    """`atlas` processes for one test: SIGTERM, a grace period, then SIGKILL at the end."""
+    owner = Procs(tmp_path)
+    try:
+        yield owner
+    finally:
+        owner.stop_all()

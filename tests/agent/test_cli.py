@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agent import cli
 from tests.processes import Procs, atlas_env, free_port, wait_until
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
-    owner = Procs(tmp_path)
-    try:
-        yield owner
-    finally:
-        owner.stop_all()
 
 
 def start_agent(procs: Procs, tmp_path: Path, **env: str) -> str:

@@ -7,7 +7,6 @@ import logging
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -69,15 +68,6 @@ def test_the_format_comes_from_atlas_log_format(monkeypatch: pytest.MonkeyPatch)
 
 
 # --- a real `atlas serve` ------------------------------------------------------------------------
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
-    owner = Procs(tmp_path)
-    try:
-        yield owner
-    finally:
-        owner.stop_all()
-
-
 def submit_a_job(procs: Procs, env: dict[str, str]) -> tuple[str, str]:
     """Start `atlas serve --no-worker`, submit one job; (its job id, the server's log)."""
     created = subprocess.run(
