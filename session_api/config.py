@@ -54,7 +54,8 @@ class Settings(BaseSettings):
 
     db_busy_timeout_s: float = 5.0
 
-    # Realtime (docs/architecture.md, "Realtime sessions"). LiveKit's standard names, no prefix.
+    # Realtime (docs/architecture.md, "Realtime sessions and the LiveKit wiring").
+    # LiveKit's standard names, no prefix.
     livekit_url: str | None = Field(
         default=None, validation_alias=AliasChoices("LIVEKIT_URL", "livekit_url")
     )
