@@ -41,4 +41,4 @@ fixtures: install
 	$(PY) scripts/make_fixtures.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache out
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis out build dist *.egg-info

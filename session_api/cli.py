@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 
+from atlas import logs
 from session_api.config import Settings, get_settings
 
 logger = logging.getLogger("session_api")
@@ -24,7 +25,7 @@ def run(command: str, argv: list[str]) -> int:
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(logging.INFO)  # the one format of every Atlas process, `extra=` fields included
 
 
 # --- serve -----------------------------------------------------------------------------------
@@ -48,12 +49,14 @@ def _serve(argv: list[str]) -> int:
         settings = settings.model_copy(update={"public_url": f"http://{local}:{args.port}"})
     app = create_app(settings, worker=False if args.no_worker else None)
     print(_hint(settings, args.host, args.port), file=sys.stderr, flush=True)
+    # log_config=None: uvicorn's records reach the root logger, and so the Atlas format.
     config = uvicorn.Config(
         app,
         host=args.host,
         port=args.port,
         log_level="info",
         access_log=False,
+        log_config=None,
         limit_concurrency=settings.max_connections,
     )
     uvicorn.Server(config).run()

@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     # Unset: a random secret kept in <data dir>/secret_key (session_api.datadir) signs links.
     secret_key: str = DEV_SECRET
 
-    # Offline jobs (DESIGN §7)
+    # Offline jobs (docs/architecture.md, "Offline jobs: the queue")
     max_upload_bytes: int = 50 * 1024 * 1024
     # Photos decoded and checked for a face at once per API process (each may take ~100 MB).
     image_decode_concurrency: int = Field(default=2, ge=1)
@@ -67,7 +67,8 @@ class Settings(BaseSettings):
 
     db_busy_timeout_s: float = 5.0
 
-    # Realtime (DESIGN §5). LiveKit's standard names, no prefix.
+    # Realtime (docs/architecture.md, "Realtime sessions and the LiveKit wiring").
+    # LiveKit's standard names, no prefix.
     livekit_url: str | None = Field(
         default=None, validation_alias=AliasChoices("LIVEKIT_URL", "livekit_url")
     )

@@ -1,4 +1,6 @@
-"""Realtime sessions (DESIGN §5): create, look up, swap the face, end exactly once, bill.
+"""Realtime sessions: create, look up, swap the face, end exactly once, bill.
+
+See docs/architecture.md, "Realtime sessions and the LiveKit wiring".
 
 The realtime_sessions row is the single source of truth, shared by every API process:
 

@@ -42,8 +42,11 @@ class TaskOwner:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("background task died", extra={"task": task.get_name()})
+        if task.cancelled():
+            return
+        if (exc := task.exception()) is not None:
+            # With its traceback and name: nothing else ever awaits these tasks.
+            logger.error("background task died", exc_info=exc, extra={"task": task.get_name()})
 
     async def aclose(self) -> None:
         tasks = list(self._tasks)

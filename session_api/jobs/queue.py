@@ -9,6 +9,8 @@ transaction advisory lock on PostgreSQL), so those counts are exact under concur
 A claimed job carries a lease that the worker renews; when a lease runs out (the worker died),
 the job goes back to pending until it has used its attempts, and then fails with
 generation_failed.
+
+See docs/architecture.md, "Offline jobs: the queue".
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-from .conftest import ROOT
+from tests.paths import ROOT
+
 from .kustomize_build import Resource, build, load_documents, pod_spec
 
 DOCKERFILE = ROOT / "Dockerfile"

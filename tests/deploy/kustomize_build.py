@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import ROOT
+from tests.paths import ROOT
 
 Resource = dict[str, Any]
 TOOLS = ROOT / "scripts" / "tools.sh"

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT
+from tests.paths import ROOT
+
 from .files import DOCKERFILE, Stage, dockerfile_stages, exec_form, final_stages
 
 BUILD_TOOLS = re.compile(

@@ -13,7 +13,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from .conftest import ROOT
+from tests.paths import ROOT
+
 from .kustomize_build import Resource, build, containers, load_documents, pod_spec, referenced_files
 
 K8S = ROOT / "k8s"

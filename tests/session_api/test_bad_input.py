@@ -10,7 +10,7 @@ import pytest
 
 from session_api.storage import LocalStorage
 
-from .conftest import Api, auth
+from .api_support import Api, auth
 from .test_api_errors import assert_error
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Api, auth
+from .api_support import Api, auth
 from .test_api_errors import assert_error
 
 

@@ -12,8 +12,9 @@ from session_api.auth import create_key
 from session_api.db.migrate import upgrade
 from session_api.db.session import Database
 from session_api.jobs.queue import JobQueue
+from tests.fake_clock import FakeClock
 
-from .test_queue import Clock, add_jobs
+from .test_queue import add_jobs
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -43,7 +44,7 @@ async def finish(queue: JobQueue, job_id: str, worker: str) -> None:
 async def test_a_second_keys_job_runs_within_one_slot_behind_another_keys_50(
     db: Database,
 ) -> None:
-    clock = Clock()
+    clock = FakeClock()
     queue = JobQueue(db=db, clock=clock, per_key_concurrency=4)
     busy, other = await create_key(db, name="busy"), await create_key(db, name="other")
     busy_jobs = sorted(await add_jobs(queue, busy.id, 50))  # same created_at: by id
@@ -61,7 +62,7 @@ async def test_a_second_keys_job_runs_within_one_slot_behind_another_keys_50(
 
 
 async def test_keys_take_turns(db: Database) -> None:
-    clock = Clock()
+    clock = FakeClock()
     queue = JobQueue(db=db, clock=clock)
     a, b = await create_key(db, name="a"), await create_key(db, name="b")
     a_jobs = sorted(await add_jobs(queue, a.id, 3))
@@ -78,7 +79,7 @@ async def test_keys_take_turns(db: Database) -> None:
 
 
 async def test_per_key_cap_holds_under_concurrent_claims(db: Database) -> None:
-    queue = JobQueue(db=db, clock=Clock(), per_key_concurrency=2)
+    queue = JobQueue(db=db, clock=FakeClock(), per_key_concurrency=2)
     a, b = await create_key(db, name="a"), await create_key(db, name="b")
     await add_jobs(queue, a.id, 10)
     claims = await asyncio.gather(*(queue.claim(f"w{i}") for i in range(6)))

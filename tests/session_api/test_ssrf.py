@@ -15,7 +15,7 @@ from session_api.errors import InvalidFaceUrl
 from session_api.faces import FaceFetcher
 from session_api.webhooks import WebhookSender
 
-from .conftest import Api, auth, upload
+from .api_support import Api, auth, upload
 from .test_api_errors import assert_error
 
 MALFORMED = ["https://[::1/x", "https://[zzz]/", "https://[::1]:99999/", "https://[fe80::1%25eth0/"]
