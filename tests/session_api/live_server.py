@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-from pathlib import Path
 
 import requests
 
 from tests.processes import ATLAS, Procs, free_port, wait_until
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def live_env(data_dir: Path, **settings: str) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "ATLAS_DATA_DIR": str(data_dir),
-        "ATLAS_SECRET_KEY": "live-test-secret-0123456789",
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
-    env.update(settings)
-    return env
 
 
 def new_key(env: dict[str, str], *, rpm: int = 10_000) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import sys
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,10 +17,10 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.processes import Procs
+from tests.paths import SPEECH
+from tests.processes import Procs, atlas_env
 
-from .conftest import SPEECH
-from .live_server import live_env, new_key, serve
+from .live_server import new_key, serve
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/<pid>/status")
 
@@ -52,19 +51,10 @@ def rss_mb(pid: int, field: str) -> float:
     raise AssertionError(f"{field} not in /proc/{pid}/status")
 
 
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
-    owner = Procs(tmp_path)
-    try:
-        yield owner
-    finally:
-        owner.stop_all()
-
-
 def test_twelve_worst_case_photos_at_once_stay_under_700_mb(
     procs: Procs, tmp_path: Path, face_bytes: bytes
 ) -> None:
-    env = live_env(tmp_path / "data")
+    env = atlas_env(tmp_path / "data")
     key = new_key(env)
     base, _, proc = serve(procs, env)
     headers = {"Authorization": f"Bearer {key}"}

@@ -8,27 +8,16 @@ from __future__ import annotations
 
 import signal
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import requests
 
-from tests.processes import Procs, wait_until
+from tests.processes import Procs, atlas_env, wait_until
 
-from .live_server import live_env, new_key, read_all, serve
+from .live_server import new_key, read_all, serve
 
 BOUNDARY = "atlasboundary"
 HANG_GUARD_S = 120.0
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
-    owner = Procs(tmp_path)
-    try:
-        yield owner
-    finally:
-        owner.stop_all()
 
 
 def stall(port: int, key: str) -> socket.socket:
@@ -54,7 +43,7 @@ def leftovers(data: Path) -> list[Path]:
 
 def test_fifty_stalled_uploads_are_dropped_and_cleaned_up(procs: Procs, tmp_path: Path) -> None:
     data = tmp_path / "data"
-    env = live_env(data, ATLAS_UPLOAD_IDLE_TIMEOUT_S="2", ATLAS_MAX_CONNECTIONS="200")
+    env = atlas_env(data, ATLAS_UPLOAD_IDLE_TIMEOUT_S="2", ATLAS_MAX_CONNECTIONS="200")
     key = new_key(env)
     base, port, _ = serve(procs, env)
     socks = [stall(port, key) for _ in range(50)]
@@ -75,7 +64,7 @@ def test_connections_beyond_the_cap_are_refused_until_stalls_are_dropped(
     procs: Procs, tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
-    env = live_env(data, ATLAS_UPLOAD_IDLE_TIMEOUT_S="3", ATLAS_MAX_CONNECTIONS="10")
+    env = atlas_env(data, ATLAS_UPLOAD_IDLE_TIMEOUT_S="3", ATLAS_MAX_CONNECTIONS="10")
     key = new_key(env)
     base, port, _ = serve(procs, env)
     socks = [stall(port, key) for _ in range(20)]
@@ -102,7 +91,7 @@ def test_a_killed_servers_upload_dir_is_swept_at_the_next_start(
     procs: Procs, tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
-    env = live_env(data, ATLAS_UPLOAD_IDLE_TIMEOUT_S="600")
+    env = atlas_env(data, ATLAS_UPLOAD_IDLE_TIMEOUT_S="600")
     key = new_key(env)
     _, port, server = serve(procs, env)
     sock = stall(port, key)
