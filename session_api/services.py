@@ -191,7 +191,7 @@ def start_realtime(services: Services, *, background: bool, clock: Clock) -> Non
             api_secret=s.livekit_api_secret.get_secret_value(),
             timeout_s=s.livekit_timeout_s,
         ),
-        checker=FaceChecker(options=services.options),
+        checker=FaceChecker(options=services.options, concurrency=s.image_decode_concurrency),
         fetcher=FaceFetcher(
             max_bytes=s.realtime_face_max_bytes,
             timeout_s=s.realtime_face_timeout_s,
