@@ -81,7 +81,7 @@ _decode_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Sema
 async def check_image_bounded(path: Path, options: RendererOptions, *, slots: int) -> None:
     """check_image in a thread, at most `slots` at once in this process.
 
-    Each decode may take ~100 MB for a moment, so uploads that arrive together wait their
+    Each check may take ~150 MB for a moment, so uploads that arrive together wait their
     turn instead of adding up (the API's memory limit is 1 GiB).
     """
     loop = asyncio.get_running_loop()
