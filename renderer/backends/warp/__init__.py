@@ -23,7 +23,6 @@ from renderer.audio import MouthShape
 from renderer.backends.base import PreparedFace
 from renderer.backends.warp.geometry import (
     GAP_PER_IOD,
-    INNER_CORNER,
     JAW_SHARE,
     LIP_FALLOFF,
     SMILE_UPPER_SHARE,
@@ -59,7 +58,7 @@ def prepare_warp_face(face: FaceAsset, *, articulation: float = 1.0) -> WarpFace
     box = roi_box(frame, gap_max, face.size)
     fields = skin_fields(frame, box)
     look = measure_look(face.image, face.landmarks, mw)
-    window = _interior_window(fields.u, fields.rel, fields.upper, fields.lower, frame.inner_half_width, gap_max)
+    window = _interior_window(fields.u, fields.rel, fields.upper, fields.lower, mw / 2 + 2, gap_max)
     jaw_share = 1.0 if frame.shows_interior else JAW_SHARE
     plates = build_plates(face.image, frame, look, box, window, jaw_share * gap_max)
     scale = mw / 100.0  # features measured at a 100 px wide mouth
@@ -75,8 +74,10 @@ def prepare_warp_face(face: FaceAsset, *, articulation: float = 1.0) -> WarpFace
         jaw_share=jaw_share,
         inv_upper_falloff=1.0 / (UPPER_FALLOFF * mw),
         inv_lip_falloff=1.0 / (LIP_FALLOFF * mw),
-        feather=max(1.0, 1.2 * look.sharpness, 1.2 * scale),
+        feather=max(2.0, 1.5 * look.sharpness, 2.5 * scale),
         shadow=4.0 * scale,
+        rim=max(2.5, 3.5 * scale),
+        rim_strength=0.5,
     )
     return WarpFace(
         face=face,
@@ -174,4 +175,11 @@ def _sample_opencv(image: np.ndarray, plan: WarpPlan) -> np.ndarray:
     return out
 
 
-__all__ = ["WarpBackend", "WarpFace", "WarpPlan", "build_warp_graph", "plan_warp", "prepare_warp_face"]
+__all__ = [
+    "WarpBackend",
+    "WarpFace",
+    "WarpPlan",
+    "build_warp_graph",
+    "plan_warp",
+    "prepare_warp_face",
+]

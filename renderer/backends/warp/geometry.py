@@ -11,7 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from renderer.landmarks import INNER_LOWER, INNER_UPPER, MOUTH_LEFT, MOUTH_RIGHT, OUTER_LOWER, OUTER_UPPER
+from renderer.landmarks import (
+    INNER_LOWER,
+    INNER_UPPER,
+    MOUTH_LEFT,
+    MOUTH_RIGHT,
+    OUTER_LOWER,
+    OUTER_UPPER,
+)
 
 CHIN = 152
 # Conversational speech rarely opens the inner lips past a quarter of the inter-ocular distance;

@@ -100,7 +100,10 @@ def build_plates(
             image, xs.astype(np.float32), ys.astype(np.float32), cv2.INTER_LINEAR
         ).astype(np.float32)
         up_rgb, up_alpha, low_rgb = _reuse_photo(photo, rel, edge, up_rgb, up_alpha, low_rgb)
-    inner = (slice(pad_y, pad_y + rows.stop - rows.start), slice(pad_x, pad_x + cols.stop - cols.start))
+    inner = (
+        slice(pad_y, pad_y + rows.stop - rows.start),
+        slice(pad_x, pad_x + cols.stop - cols.start),
+    )
     return Plates(
         window=window,
         upper_rgb=np.ascontiguousarray(up_rgb[inner], np.float32),
@@ -110,7 +113,9 @@ def build_plates(
     )
 
 
-def _crowns(u: np.ndarray, half_width: float, widths: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+def _crowns(
+    u: np.ndarray, half_width: float, widths: tuple[float, ...]
+) -> tuple[np.ndarray, np.ndarray]:
     """For each pixel: which crown from the midline (0, 1, ...) and where across it (0..1)."""
     edges = np.concatenate([[0.0], np.cumsum(widths)])
     x = np.abs(u) / half_width
@@ -121,9 +126,9 @@ def _crowns(u: np.ndarray, half_width: float, widths: tuple[float, ...]) -> tupl
 
 def _crown_shading(t: np.ndarray, width_px: np.ndarray) -> np.ndarray:
     """Brightness across one crown: a rounded face, dark slits where neighbours meet."""
-    across = 1.0 - 0.30 * (2.0 * t - 1.0) ** 4
+    across = 1.0 - 0.18 * (2.0 * t - 1.0) ** 4
     to_gap = np.minimum(t, 1.0 - t) * width_px
-    slit = 0.42 * np.exp(-((to_gap / 0.9) ** 2))
+    slit = 0.20 * np.exp(-((to_gap / 0.8) ** 2))
     return np.asarray(across * (1.0 - slit))
 
 
@@ -140,7 +145,11 @@ def _upper_teeth(
     gum_line = edge - crown_h + 0.035 * mw * bow  # the gum dips between teeth (papillae)
     z = np.clip((rel - gum_line) / np.maximum(crown_edge - gum_line, 1.0), 0.0, 1.0)
     lateral = 1.0 - 0.55 * np.clip(un, 0, 1.2) ** 1.6  # back teeth sit in the cheeks' shadow
-    shade = _crown_shading(t, width_px) * lateral * (0.86 + 0.14 * np.sin(np.pi * np.clip(z * 1.3, 0, 1)))
+    shade = (
+        _crown_shading(t, width_px)
+        * lateral
+        * (0.86 + 0.14 * np.sin(np.pi * np.clip(z * 1.3, 0, 1)))
+    )
     teeth = c.teeth * shade[..., None]
     # the biting edge is thin enamel: the dark cavity shows through it a little
     translucent = np.clip((z - 0.82) / 0.18, 0.0, 1.0)[..., None] * 0.35
@@ -193,8 +202,10 @@ def _photographed(rgb: np.ndarray, look: PhotoLook, alpha: np.ndarray | None = N
     blurred = cv2.GaussianBlur(rgb.astype(np.float32), (0, 0), look.sharpness)
     rng = np.random.default_rng(NOISE_SEED)
     # bilinear resampling while the jaw moves smooths grain a little: start a touch stronger
-    sigma = 1.1 * look.noise
-    grain = rng.normal(0.0, sigma, rgb.shape[:2])[..., None] + rng.normal(0.0, 0.3 * sigma, rgb.shape)
+    sigma = look.noise
+    grain = rng.normal(0.0, sigma, rgb.shape[:2])[..., None] + rng.normal(
+        0.0, 0.3 * sigma, rgb.shape
+    )
     return np.asarray(np.clip(blurred + grain, 0, 255), np.float32)
 
 

@@ -79,7 +79,9 @@ def _fine_band_noise_gain() -> float:
     return float(np.sum(response**2))
 
 
-def mouth_surroundings(shape: tuple[int, ...], points: np.ndarray, mouth_width: float) -> np.ndarray:
+def mouth_surroundings(
+    shape: tuple[int, ...], points: np.ndarray, mouth_width: float
+) -> np.ndarray:
     """Skin around the lips: the lips' hull grown by a third of the mouth width, lips removed."""
     lips = np.concatenate([points[list(OUTER_UPPER)], points[list(OUTER_LOWER)]])
     hull = cv2.convexHull(np.round(lips).astype(np.int32))
@@ -89,7 +91,8 @@ def mouth_surroundings(shape: tuple[int, ...], points: np.ndarray, mouth_width: 
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     grown = cv2.dilate(inner, kernel)
     near = cv2.dilate(inner, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7)))
-    return (grown > 0) & (near == 0)
+    ring: np.ndarray = (grown > 0) & (near == 0)
+    return ring
 
 
 def measure_look(image: np.ndarray, points: np.ndarray, mouth_width: float) -> PhotoLook:
@@ -113,7 +116,9 @@ def measure_look(image: np.ndarray, points: np.ndarray, mouth_width: float) -> P
 
 def _sclera(image: np.ndarray, points: np.ndarray, skin: np.ndarray) -> np.ndarray:
     """The whites of the eyes: the brighter, less saturated pixels inside the eye rings."""
-    pixels = [image[polygon_mask(image.shape, points[list(r)])] for r in (LEFT_EYE_RING, RIGHT_EYE_RING)]
+    pixels = [
+        image[polygon_mask(image.shape, points[list(r)])] for r in (LEFT_EYE_RING, RIGHT_EYE_RING)
+    ]
     eye = np.concatenate(pixels).astype(np.float64)
     if len(eye) < 12:
         return np.clip(skin * 1.6, 0, 235)

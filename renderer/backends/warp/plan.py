@@ -12,7 +12,14 @@ import cv2
 import numpy as np
 
 from renderer.audio import MouthShape
-from renderer.backends.warp.geometry import INNER_CORNER, JAW_SHARE, ROUND, SPREAD, THICKNESS, SkinFields
+from renderer.backends.warp.geometry import (
+    INNER_CORNER,
+    JAW_SHARE,
+    ROUND,
+    SPREAD,
+    THICKNESS,
+    SkinFields,
+)
 from renderer.backends.warp.interior import Plates
 
 F32 = np.float32
@@ -35,6 +42,8 @@ class WarpShape:
     inv_lip_falloff: float
     feather: float  # px over which lips blend into the mouth interior
     shadow: float  # px: length of the upper lip's shadow on the teeth
+    rim: float  # px: how far the lips' inner rims darken towards the open mouth
+    rim_strength: float  # how dark the rim gets right at the edge (0..1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +68,8 @@ class WarpPlan:
 def _smoothstep_falloff(x: np.ndarray) -> np.ndarray:
     """x already scaled to [0, 1+]: 1 at 0, 0 from 1 on."""
     x = np.minimum(x, F32(1.0))
-    return F32(1.0) - x * x * (F32(3.0) - F32(2.0) * x)
+    out: np.ndarray = F32(1.0) - x * x * (F32(3.0) - F32(2.0) * x)
+    return out
 
 
 def plan_warp(face: WarpShape, mouth: MouthShape) -> WarpPlan:
@@ -81,10 +91,14 @@ def plan_warp(face: WarpShape, mouth: MouthShape) -> WarpPlan:
 
     # above the upper lip's displaced edge: the lip and the skin above it lift, fading out
     d_up = np.maximum(edge_up - f.rel, F32(0.0))
-    src_up = f.upper - lift * profile * (F32(1.0) - _smoothstep_falloff(d_up * F32(face.inv_upper_falloff)))
+    src_up = f.upper - lift * profile * (
+        F32(1.0) - _smoothstep_falloff(d_up * F32(face.inv_upper_falloff))
+    )
     # below the lower lip's edge: the lip rolls down (fading fast) on a jaw that drops whole
     d_lo = np.maximum(f.rel - edge_lo, F32(0.0))
-    lip_roll = F32(1.0 - JAW_SHARE) * profile * _smoothstep_falloff(d_lo * F32(face.inv_lip_falloff))
+    lip_roll = (
+        F32(1.0 - JAW_SHARE) * profile * _smoothstep_falloff(d_lo * F32(face.inv_lip_falloff))
+    )
     src_lo = edge_lo - drop * (lip_roll + f.jaw)
     if width:
         # lips keep their volume: thinner when spread, thicker when rounded
@@ -101,12 +115,12 @@ def plan_warp(face: WarpShape, mouth: MouthShape) -> WarpPlan:
     if mouth.openness <= 0 and not face.fields.upper.any():
         empty = (slice(0, 0), slice(0, 0))
         return WarpPlan(map_x, map_y, empty, np.zeros((0, 0, 3), F32), np.zeros((0, 0), F32))
-    window, cavity, alpha = _interior(face, edge_up, edge_lo, drop)
+    window, cavity, alpha = _interior(face, edge_up, edge_lo, drop, mouth.openness)
     return WarpPlan(map_x=map_x, map_y=map_y, window=window, cavity=cavity, alpha=alpha)
 
 
 def _interior(
-    face: WarpShape, edge_up: np.ndarray, edge_lo: np.ndarray, drop: np.float32
+    face: WarpShape, edge_up: np.ndarray, edge_lo: np.ndarray, drop: np.float32, openness: float
 ) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray]:
     plates = face.plates
     window = plates.window
@@ -133,7 +147,14 @@ def _interior(
     a = plates.upper_alpha[..., None]
     colour = lower + (plates.upper_rgb - lower) * a
     # soft shadow under the upper lip, and the lower lip's on what lies just above it
-    shade = F32(1.0) - F32(0.35) * np.exp(-np.maximum(from_top, F32(0.0)) * F32(1.0 / face.shadow))
+    shade = F32(1.0) - F32(0.5) * np.exp(-np.maximum(from_top, F32(0.0)) * F32(1.0 / face.shadow))
     shade -= F32(0.2) * np.exp(-np.maximum(from_bottom, F32(0.0)) * F32(1.5 / face.shadow))
     colour *= shade[..., None]
-    return window, colour, coverage
+    # the lips curl into the mouth: their inner rims darken towards it, so lip meets cavity
+    # over a few pixels the way it does in photographs, not along a cut-out edge
+    outside = np.maximum(-np.minimum(from_top, from_bottom), F32(0.0))
+    rim = F32(face.rim_strength * min(openness / 0.3, 1.0)) * np.exp(-outside * F32(1.0 / face.rim))
+    rim *= F32(1.0) - coverage
+    alpha = coverage + rim
+    colour = colour * (coverage / np.maximum(alpha, F32(1e-6)))[..., None]
+    return window, colour, alpha
