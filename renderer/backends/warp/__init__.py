@@ -28,6 +28,7 @@ from renderer.backends.warp.geometry import (
     SMILE_UPPER_SHARE,
     UPPER_FALLOFF,
     UPPER_SHARE,
+    box_grid,
     mouth_frame,
     roi_box,
     skin_fields,
@@ -56,7 +57,9 @@ def prepare_warp_face(face: FaceAsset, *, articulation: float = 1.0) -> WarpFace
     gap_max = GAP_PER_IOD * inter_ocular(face.landmarks) * articulation
     upper_share = SMILE_UPPER_SHARE if frame.shows_interior else UPPER_SHARE
     box = roi_box(frame, gap_max, face.size)
-    fields = skin_fields(frame, box)
+    xs, ys = box_grid(box)
+    fields = skin_fields(frame, xs, ys)
+    coarse = skin_fields(frame, *box_grid(box, step=2))
     look = measure_look(face.image, face.landmarks, mw)
     window = _interior_window(fields.u, fields.rel, fields.upper, fields.lower, mw / 2 + 2, gap_max)
     jaw_share = 1.0 if frame.shows_interior else JAW_SHARE
@@ -64,6 +67,10 @@ def prepare_warp_face(face: FaceAsset, *, articulation: float = 1.0) -> WarpFace
     scale = mw / 100.0  # features measured at a 100 px wide mouth
     shape = WarpShape(
         fields=fields,
+        coarse=coarse,
+        base_x=(xs - fields.rel * frame.axis_v[0]).astype(np.float32),
+        base_y=(ys - fields.rel * frame.axis_v[1]).astype(np.float32),
+        u_weighted=fields.u * fields.width_weight,
         plates=plates,
         center=frame.center.astype(np.float32),
         axis_u=frame.axis_u.astype(np.float32),

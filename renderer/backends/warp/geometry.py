@@ -119,6 +119,18 @@ def mouth_frame(points: np.ndarray) -> MouthFrame:
     )
 
 
+def box_grid(box: tuple[int, int, int, int], step: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel centres of the box; with step 2, those of the half-size grid that cv2.resize
+    (INTER_LINEAR) scales back onto the box exactly."""
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    cw, ch = -(-w // step), -(-h // step)
+    xs = x0 + (np.arange(cw) + 0.5) * (w / cw) - 0.5
+    ys = y0 + (np.arange(ch) + 0.5) * (h / ch) - 0.5
+    gy, gx = np.meshgrid(ys, xs, indexing="ij")
+    return gx, gy
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class SkinFields:
     """Per ROI pixel, what the warp needs that never changes for this face (float32)."""
@@ -132,6 +144,9 @@ class SkinFields:
     inv_upper_lip: np.ndarray  # 1 / (1.3 x lip thickness): where thinning/thickening acts
     inv_lower_lip: np.ndarray
     jaw: np.ndarray  # JAW_SHARE x how rigidly each pixel rides on the jaw
+
+    def crop(self, window: tuple[slice, slice]) -> SkinFields:
+        return SkinFields(*(getattr(self, name)[window] for name in self.__slots__))
 
 
 def roi_box(frame: MouthFrame, gap_max: float, size: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -150,9 +165,8 @@ def roi_box(frame: MouthFrame, gap_max: float, size: tuple[int, int]) -> tuple[i
     return max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
 
 
-def skin_fields(frame: MouthFrame, box: tuple[int, int, int, int]) -> SkinFields:
-    x0, y0, x1, y1 = box
-    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float64)
+def skin_fields(frame: MouthFrame, xs: np.ndarray, ys: np.ndarray) -> SkinFields:
+    """The static fields at the given pixel centres (a full grid, or a coarser one)."""
     u, v = frame.to_uv(xs, ys)
     mw = frame.mouth_width
     half = mw / 2

@@ -30,6 +30,10 @@ class WarpShape:
     """What the plan needs of a prepared face (kept apart from WarpFace to avoid a cycle)."""
 
     fields: SkinFields
+    coarse: SkinFields  # the same on the half-size grid
+    base_x: np.ndarray  # (h, w) where each pixel sits with no displacement along axis_v ...
+    base_y: np.ndarray  # ... i.e. its position minus rel * axis_v
+    u_weighted: np.ndarray  # u * width_weight: how far width changes move each pixel
     plates: Plates
     center: np.ndarray
     axis_u: np.ndarray
@@ -72,23 +76,36 @@ def _smoothstep_falloff(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def plan_warp(face: WarpShape, mouth: MouthShape) -> WarpPlan:
-    f = face.fields
-    mw = face.mouth_width
-    width = mouth.width
-    if width:
-        scale = SPREAD * width if width > 0 else ROUND * width
-        su = f.u - F32(scale) * f.u * f.width_weight
-    else:
-        su = f.u
-    x = su * F32(2.0 / (INNER_CORNER * mw))
-    profile = np.sqrt(np.maximum(F32(1.0) - x * x, F32(0.0)))
+@dataclass(frozen=True, slots=True)
+class _Motion:
+    lift: np.float32  # upper lip's rise at the centre, px
+    drop: np.float32  # lower lip's drop at the centre, px
+    scale: float  # width change (negative narrows)
+    thickness: float  # lip thickness change factor per unit of distance falloff
+
+
+def _motion(face: WarpShape, mouth: MouthShape) -> _Motion:
     gap = face.gap_max * mouth.openness
-    lift = F32(face.upper_share * gap)
-    drop = F32((1.0 - face.upper_share) * gap)
+    width = mouth.width
+    scale = SPREAD * width if width > 0 else ROUND * width
+    return _Motion(
+        lift=F32(face.upper_share * gap),
+        drop=F32((1.0 - face.upper_share) * gap),
+        scale=scale,
+        thickness=THICKNESS * width,
+    )
+
+
+def _source_rel(
+    face: WarpShape, f: SkinFields, motion: _Motion
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each pixel of `f`: the rel it samples, and the displaced inner-lip edges."""
+    su = f.u - F32(motion.scale) * f.u * f.width_weight if motion.scale else f.u
+    x = su * F32(2.0 / (INNER_CORNER * face.mouth_width))
+    profile = np.sqrt(np.maximum(F32(1.0) - x * x, F32(0.0)))
+    lift, drop = motion.lift, motion.drop
     edge_up = f.upper - lift * profile
     edge_lo = f.lower + drop * profile
-
     # above the upper lip's displaced edge: the lip and the skin above it lift, fading out
     d_up = np.maximum(edge_up - f.rel, F32(0.0))
     src_up = f.upper - lift * profile * (
@@ -100,32 +117,49 @@ def plan_warp(face: WarpShape, mouth: MouthShape) -> WarpPlan:
         F32(1.0 - JAW_SHARE) * profile * _smoothstep_falloff(d_lo * F32(face.inv_lip_falloff))
     )
     src_lo = edge_lo - drop * (lip_roll + f.jaw)
-    if width:
+    if motion.thickness:
         # lips keep their volume: thinner when spread, thicker when rounded
-        k = F32(THICKNESS * width)
+        k = F32(motion.thickness)
         d_up = d_up * (F32(1.0) + k * _smoothstep_falloff(d_up * f.inv_upper_lip))
         d_lo = d_lo * (F32(1.0) + k * _smoothstep_falloff(d_lo * f.inv_lower_lip))
     src_up -= d_up
     src_lo += d_lo
     mid = (edge_up + edge_lo) * F32(0.5)
-    rel_src = np.where(f.rel < mid, src_up, src_lo)
-    v = f.v_line + rel_src
-    map_x = face.center[0] + su * face.axis_u[0] + v * face.axis_v[0]
-    map_y = face.center[1] + su * face.axis_u[1] + v * face.axis_v[1]
+    return np.where(f.rel < mid, src_up, src_lo), edge_up, edge_lo
+
+
+def plan_warp(face: WarpShape, mouth: MouthShape) -> WarpPlan:
+    """Backward maps (output pixel -> photo pixel) and the interior for one mouth shape.
+
+    The displacement is smooth everywhere but at the lips' inner edges, so it is computed on a
+    half-size grid and scaled up, then exactly on the small window that holds those edges.
+    """
+    motion = _motion(face, mouth)
+    height, width = face.fields.rel.shape
+    coarse, _, _ = _source_rel(face, face.coarse, motion)
+    rel_src = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_LINEAR)
+    window = face.plates.window
+    exact, edge_up, edge_lo = _source_rel(face, face.fields.crop(window), motion)
+    rel_src[window] = exact
+    map_x = face.base_x + rel_src * face.axis_v[0]
+    map_y = face.base_y + rel_src * face.axis_v[1]
+    if motion.scale:
+        shift = F32(motion.scale) * face.u_weighted
+        map_x -= shift * face.axis_u[0]
+        map_y -= shift * face.axis_u[1]
     if mouth.openness <= 0 and not face.fields.upper.any():
         empty = (slice(0, 0), slice(0, 0))
         return WarpPlan(map_x, map_y, empty, np.zeros((0, 0, 3), F32), np.zeros((0, 0), F32))
-    window, cavity, alpha = _interior(face, edge_up, edge_lo, drop, mouth.openness)
+    cavity, alpha = _interior(face, edge_up, edge_lo, motion.drop, mouth.openness)
     return WarpPlan(map_x=map_x, map_y=map_y, window=window, cavity=cavity, alpha=alpha)
 
 
 def _interior(
-    face: WarpShape, edge_up: np.ndarray, edge_lo: np.ndarray, drop: np.float32, openness: float
-) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray]:
+    face: WarpShape, top: np.ndarray, bottom: np.ndarray, drop: np.float32, openness: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Colour and coverage of the open mouth on its window (edges given on the window)."""
     plates = face.plates
-    window = plates.window
-    rel = face.fields.rel[window]
-    top, bottom = edge_up[window], edge_lo[window]
+    rel = face.fields.rel[plates.window]
     from_top, from_bottom = rel - top, bottom - rel
     inv_feather = F32(1.0 / face.feather)
     coverage = np.clip(np.minimum(from_top, from_bottom) * inv_feather + F32(0.5), 0.0, 1.0)
@@ -157,4 +191,4 @@ def _interior(
     rim *= F32(1.0) - coverage
     alpha = coverage + rim
     colour = colour * (coverage / np.maximum(alpha, F32(1e-6)))[..., None]
-    return window, colour, alpha
+    return colour, alpha
