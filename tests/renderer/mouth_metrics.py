@@ -124,15 +124,17 @@ def best_ncc(frame: np.ndarray, patch: np.ndarray, search: tuple[int, int, int, 
 
 
 def seam_steps(frame: np.ndarray, synthesised: np.ndarray, photo: np.ndarray) -> np.ndarray:
-    """Colour step (largest channel difference) between each synthesised boundary pixel and
-    its neighbours outside the synthesised region, where the render changed the photo (an
-    edge the photo itself has, left as it was, is no seam)."""
+    """Colour step (largest channel difference) between each changed pixel on the edge of the
+    open mouth and its neighbours on the lips outside it (an edge the photo itself has, left
+    as it was, is no seam)."""
     img = frame.astype(np.int16)
     changed = np.abs(img - photo.astype(np.int16)).max(axis=-1) > 2
     inside = synthesised & changed
     steps = []
     for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0)):
-        neighbour_inside = np.roll(inside, (dy, dx), axis=(0, 1))
+        # the neighbour must lie outside the open mouth (on the lips or skin): edges inside
+        # the mouth, such as the photo's own teeth against the cavity, are anatomy, not seams
+        neighbour_inside = np.roll(synthesised, (dy, dx), axis=(0, 1))
         neighbour = np.roll(img, (dy, dx), axis=(0, 1))
         edge = inside & ~neighbour_inside
         diff = np.abs(img - neighbour).max(axis=-1)

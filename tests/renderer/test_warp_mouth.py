@@ -166,7 +166,7 @@ def test_no_seam_where_lips_meet_the_mouth(
             m.photo_steps(face.asset.image, m.lips_region(face.asset.image, face.points)), 99
         )
     )
-    for openness in (0.7, 1.0):
+    for openness in (0.5, 0.7, 1.0):
         mouth = MouthShape(openness, 0.0)
         frame = backend.render(face.prepared, mouth)
         steps = m.seam_steps(frame, synthesised(backend, face, mouth), face.asset.image)

@@ -54,7 +54,7 @@ def palette(look: PhotoLook) -> Palette:
     # a little of the mouth's own warm light falls on them
     tint = 0.8 * ivory + 0.2 * look.skin / max(float(luma(look.skin)), 1.0)
     teeth = tint * min(level, 228.0) / float(luma(tint))
-    cavity = 0.85 * (lip * 0.30) + 0.15 * (look.skin * 0.22)  # dark red-brown, never grey
+    cavity = 0.85 * (lip * 0.38) + 0.15 * (look.skin * 0.25)  # dark red-brown, never grey
     return Palette(
         teeth=np.clip(teeth, 0, 245),
         gum=np.clip(lip * np.array([1.08, 0.92, 0.95]) + 8, 0, 255),
@@ -99,7 +99,9 @@ def build_plates(
         photo = cv2.remap(
             image, xs.astype(np.float32), ys.astype(np.float32), cv2.INTER_LINEAR
         ).astype(np.float32)
-        up_rgb, up_alpha, low_rgb = _reuse_photo(photo, rel, edge, up_rgb, up_alpha, low_rgb)
+        up_rgb, up_alpha, low_rgb = _reuse_photo(
+            look.sharpness, photo, rel, edge, up_rgb, up_alpha, low_rgb
+        )
     inner = (
         slice(pad_y, pad_y + rows.stop - rows.start),
         slice(pad_x, pad_x + cols.stop - cols.start),
@@ -144,8 +146,10 @@ def _upper_teeth(
     crown_h = mw * (0.20 - 0.07 * un**2)
     gum_line = edge - crown_h + 0.035 * mw * bow  # the gum dips between teeth (papillae)
     z = np.clip((rel - gum_line) / np.maximum(crown_edge - gum_line, 1.0), 0.0, 1.0)
-    lateral = 1.0 - 0.55 * np.clip(un, 0, 1.2) ** 1.6  # back teeth sit in the cheeks' shadow
-    shade = (
+    lateral = 1.0 - 0.7 * np.clip(un, 0, 1.2) ** 1.4  # back teeth sit in the cheeks' shadow
+    # no two teeth are quite the same shade
+    jitter = 1.0 + np.random.default_rng(NOISE_SEED).uniform(-0.07, 0.07, len(UPPER_CROWNS))[index]
+    shade = jitter * (
         _crown_shading(t, width_px)
         * lateral
         * (0.86 + 0.14 * np.sin(np.pi * np.clip(z * 1.3, 0, 1)))
@@ -158,7 +162,7 @@ def _upper_teeth(
     rgb = teeth * (1 - on_gum) + (c.gum * lateral[..., None]) * on_gum
     solid = np.clip(crown_edge - rel + 0.5, 0.0, 1.0)
     # below the teeth: their soft shadow on whatever lies behind
-    shadow = 0.45 * np.exp(-np.maximum(rel - crown_edge, 0.0) / (0.04 * mw))
+    shadow = 0.25 * np.exp(-np.maximum(rel - crown_edge, 0.0) / (0.04 * mw))
     alpha = solid + (1.0 - solid) * shadow
     rgb = rgb * solid[..., None] + c.cavity * 0.5 * (1.0 - solid[..., None])
     return rgb, alpha
@@ -174,9 +178,9 @@ def _lower_jaw(
     cavity = c.cavity * (0.75 + 0.35 * np.clip(un, 0, 1))[..., None]
     # tongue: a dome behind the lower teeth, lit at the front, falling into shadow at the back
     reach = np.sqrt(np.clip(1.0 - (u / (0.8 * hw)) ** 2, 0.0, 1.0))
-    tongue_top = teeth_top - 0.15 * mw * reach
+    tongue_top = teeth_top - 0.10 * mw * reach
     depth = np.clip((teeth_top - rel) / np.maximum(teeth_top - tongue_top, 1.0), 0.0, 1.0)
-    tongue = c.tongue * (1.05 - 0.5 * depth**1.5)[..., None] * lateral[..., None]
+    tongue = c.tongue * (1.0 - 0.6 * depth**1.2)[..., None] * lateral[..., None]
     gloss = np.exp(-((u / (0.35 * hw)) ** 2) - ((depth - 0.3) / 0.2) ** 2) * 0.25
     tongue = tongue + (c.teeth * 0.8 - tongue) * gloss[..., None]
     on_tongue = np.clip(rel - tongue_top + 0.5, 0.0, 1.0) * (reach > 0)
@@ -229,10 +233,14 @@ def _photo_teeth_colour(image: np.ndarray, frame: MouthFrame, fallback: np.ndarr
 
 
 def _teeth_split(image: np.ndarray, frame: MouthFrame) -> float:
-    """Where between the rest lips the upper teeth end: the darkest row between the rows of
-    teeth if the photo shows one, else a little below the middle (teeth touching)."""
+    """Where between the rest lips the upper teeth end (0 top .. 1 bottom).
+
+    The darkest row between two rows of teeth if the photo shows one; else the teeth seen are
+    the upper row (a smile shows it, the lower lip hides the lower one), so they end where the
+    brightness falls off towards the lower lip: the teeth stay whole.
+    """
     hw = frame.inner_half_width
-    fractions = np.linspace(0.25, 0.8, 23)
+    fractions = np.linspace(0.25, 1.0, 31)
     us = np.linspace(-0.4 * hw, 0.4 * hw, 15)
     uu, ff = np.meshgrid(us, fractions)
     top, bottom = frame.curve(frame.upper, uu), frame.curve(frame.lower, uu)
@@ -240,13 +248,18 @@ def _teeth_split(image: np.ndarray, frame: MouthFrame) -> float:
     xs, ys = frame.to_xy(uu, v)
     rows = cv2.remap(image, xs.astype(np.float32), ys.astype(np.float32), cv2.INTER_LINEAR)
     profile = luma(rows).mean(axis=1)
-    darkest = int(np.argmin(profile))
-    if profile[darkest] < 0.8 * float(np.median(profile)):
-        return float(fractions[darkest])
-    return 0.55
+    brightest = int(np.argmax(profile))
+    inner = profile[: len(profile) - 4]  # a dark row must have teeth below it too
+    darkest = int(np.argmin(inner[brightest:])) + brightest
+    if darkest > brightest and inner[darkest] < 0.8 * float(profile[brightest]):
+        if profile[darkest:].max() > 0.9 * inner[darkest] / 0.8:
+            return float(fractions[darkest])
+    below = np.flatnonzero(profile[brightest:] < 0.85 * profile[brightest])
+    return float(fractions[brightest + below[0]] if below.size else fractions[-1])
 
 
 def _reuse_photo(
+    softness: float,
     photo: np.ndarray,
     rel: np.ndarray,
     split: np.ndarray,
@@ -257,7 +270,8 @@ def _reuse_photo(
     """The photo's own teeth where it shows them: its pixels above the split are the upper
     plate (the skull's), below it the lower plate (the jaw's); only the shadow under the upper
     teeth and the tongue and cavity behind them are synthesised."""
-    upper = np.clip(split - rel + 0.5, 0, 1)
+    # the teeth's lower edge as soft as the photo's own edges
+    upper = np.clip((split - rel) / max(3.0 * softness, 2.0) + 0.5, 0, 1)
     u3 = upper[..., None]
     up = photo * u3 + up_rgb * (1 - u3)
     alpha = upper + (1 - upper) * up_alpha
