@@ -83,7 +83,7 @@ def prepare_warp_face(face: FaceAsset, *, articulation: float = 1.0) -> WarpFace
         inv_lip_falloff=1.0 / (LIP_FALLOFF * mw),
         feather=max(2.0, 1.5 * look.sharpness, 2.5 * scale),
         shadow=4.0 * scale,
-        shadow_strength=0.0 if frame.shows_interior else 0.5,
+        shadow_strength=0.0 if frame.shows_interior else 0.35,
         rim=max(2.5, 3.5 * scale),
         rim_strength=0.6,
     )

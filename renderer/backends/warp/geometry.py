@@ -24,7 +24,7 @@ CHIN = 152
 # Conversational speech rarely opens the inner lips past a quarter of the inter-ocular distance;
 # this is the centre gap at openness 1 (articulation 1), calibrated so that the speech fixture's
 # 95th percentile lands near 0.16 of it (see docs/renderer.md).
-GAP_PER_IOD = 0.20
+GAP_PER_IOD = 0.18
 UPPER_SHARE = 0.2  # share of the gap that the upper lip lifting makes (the jaw makes the rest)
 SMILE_UPPER_SHARE = 0.0  # an upper lip a smile already raised off the teeth stays put
 JAW_SHARE = 0.8  # of the lower lip's drop, the part the jaw (lower teeth, chin) carries

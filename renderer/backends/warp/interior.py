@@ -50,9 +50,9 @@ def palette(look: PhotoLook) -> Palette:
     # Teeth: a warm ivory as bright as a little under the whites of the eyes, and brighter
     # than the skin under any light (glasses or squints can hide the eyes' whites).
     level = max(0.9 * float(luma(look.sclera)), 1.3 * float(luma(look.skin)))
-    ivory = np.array([1.0, 0.95, 0.84])
+    ivory = np.array([1.0, 0.94, 0.82])
     # a little of the mouth's own warm light falls on them
-    tint = 0.8 * ivory + 0.2 * look.skin / max(float(luma(look.skin)), 1.0)
+    tint = 0.7 * ivory + 0.3 * look.skin / max(float(luma(look.skin)), 1.0)
     teeth = tint * min(level, 228.0) / float(luma(tint))
     cavity = 0.85 * (lip * 0.38) + 0.15 * (look.skin * 0.25)  # dark red-brown, never grey
     return Palette(
@@ -146,7 +146,7 @@ def _upper_teeth(
     crown_h = mw * (0.20 - 0.07 * un**2)
     gum_line = edge - crown_h + 0.035 * mw * bow  # the gum dips between teeth (papillae)
     z = np.clip((rel - gum_line) / np.maximum(crown_edge - gum_line, 1.0), 0.0, 1.0)
-    lateral = 1.0 - 0.7 * np.clip(un, 0, 1.2) ** 1.4  # back teeth sit in the cheeks' shadow
+    lateral = 1.0 - 0.6 * np.clip(un, 0, 1.2) ** 1.6  # back teeth sit in the cheeks' shadow
     # no two teeth are quite the same shade
     jitter = 1.0 + np.random.default_rng(NOISE_SEED).uniform(-0.07, 0.07, len(UPPER_CROWNS))[index]
     shade = jitter * (
@@ -156,7 +156,7 @@ def _upper_teeth(
     )
     teeth = c.teeth * shade[..., None]
     # the biting edge is thin enamel: the dark cavity shows through it a little
-    translucent = np.clip((z - 0.82) / 0.18, 0.0, 1.0)[..., None] * 0.35
+    translucent = np.clip((z - 0.85) / 0.15, 0.0, 1.0)[..., None] * 0.2
     teeth = teeth * (1 - translucent) + c.cavity * translucent
     on_gum = np.clip(gum_line - rel + 0.5, 0.0, 1.0)[..., None]
     rgb = teeth * (1 - on_gum) + (c.gum * lateral[..., None]) * on_gum

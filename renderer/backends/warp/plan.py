@@ -191,7 +191,8 @@ def _interior(
     # over a few pixels the way it does in photographs, not along a cut-out edge
     outside = np.maximum(-np.minimum(from_top, from_bottom), F32(0.0))
     rim = F32(face.rim_strength * min(openness / 0.3, 1.0)) * np.exp(-outside * F32(1.0 / face.rim))
-    rim *= F32(1.0) - coverage
+    # ... only where this column of the mouth is open: no dark line past the corners
+    rim *= (F32(1.0) - coverage) * np.minimum((bottom - top) * F32(0.25), F32(1.0))
     alpha = coverage + rim
     colour = colour * (coverage / np.maximum(alpha, F32(1e-6)))[..., None]
     return colour, alpha
