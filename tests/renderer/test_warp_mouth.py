@@ -173,3 +173,13 @@ def test_no_seam_where_lips_meet_the_mouth(
         assert steps.size > 20
         seam = float(np.percentile(steps, 90))
         assert seam <= own, f"{name} at {openness}: seam step {seam:.0f} > photo's {own:.0f}"
+
+
+def test_articulation_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from renderer.settings import RendererSettings
+
+    monkeypatch.setenv("ATLAS_RENDERER_ARTICULATION", "1.3")
+    assert RendererSettings().to_options().articulation == pytest.approx(1.3)
+    monkeypatch.setenv("ATLAS_RENDERER_ARTICULATION", "3")
+    with pytest.raises(ValueError):
+        RendererSettings()
