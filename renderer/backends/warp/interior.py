@@ -93,7 +93,7 @@ def build_plates(
         lower_teeth_top = edge - 0.02 * frame.mouth_width
     up_rgb, up_alpha = _upper_teeth(u, rel, edge, frame, colours)
     low_rgb = _lower_jaw(u, rel, lower_teeth_top, frame, colours)
-    up_rgb, up_alpha = _photographed(up_rgb, look, up_alpha), _soften(up_alpha, look)
+    up_rgb, up_alpha = _photographed(up_rgb, look), _soften(up_alpha, look)
     low_rgb = _photographed(low_rgb, look)
     if reuse:
         photo = cv2.remap(
@@ -201,7 +201,7 @@ def _soften(alpha: np.ndarray, look: PhotoLook) -> np.ndarray:
     return np.asarray(cv2.GaussianBlur(alpha.astype(np.float32), (0, 0), look.sharpness))
 
 
-def _photographed(rgb: np.ndarray, look: PhotoLook, alpha: np.ndarray | None = None) -> np.ndarray:
+def _photographed(rgb: np.ndarray, look: PhotoLook) -> np.ndarray:
     """Blur to the photo's sharpness, then add its grain (luma and a little chroma)."""
     blurred = cv2.GaussianBlur(rgb.astype(np.float32), (0, 0), look.sharpness)
     rng = np.random.default_rng(NOISE_SEED)
