@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools run render-sample test lint bench fixtures clean
+.PHONY: install tools run render-sample test lint bench review fixtures clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -36,6 +36,10 @@ lint: install
 
 bench: install
 	$(PY) -m bench.run
+
+# Contact sheets of the warp mouth on every test face (rest + 4 widest-open frames), for people.
+review: install
+	$(PY) -m bench.review out/review
 
 fixtures: install
 	$(PY) scripts/make_fixtures.py

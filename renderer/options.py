@@ -25,6 +25,9 @@ class RendererOptions:
     warp_engine: Literal["auto", "onnx", "opencv"] = "auto"
     threads: int = 1
     idle_motion: bool = True
+    # How far the warp backend's mouth opens, relative to measured conversational speech
+    # (1.0); 0.5 mumbles, 1.5 over-articulates. Range 0..2.
+    articulation: float = 1.0
     # Seed for blink timing and sway phase; equal seeds give identical videos.
     seed: int = 0
     crossfade_s: float = 0.25
@@ -42,6 +45,8 @@ class RendererOptions:
             raise ValueError(
                 "sample_rate must be a multiple of fps so every frame gets whole samples"
             )
+        if not 0.0 <= self.articulation <= 2.0:
+            raise ValueError(f"articulation must be between 0 and 2, got {self.articulation}")
         if self.threads < 1:
             raise ValueError("threads must be >= 1")
 

@@ -26,6 +26,12 @@ class RendererSettings(BaseSettings):
     warp_engine: Literal["auto", "onnx", "opencv"] = "auto"
     threads: int = 1
     idle_motion: bool = True
+    articulation: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=2.0,
+        description="how far the warp mouth opens; 1.0 matches conversational speech",
+    )
     video_preset: str = "ultrafast"
     video_crf: int = 23
 
@@ -41,6 +47,7 @@ class RendererSettings(BaseSettings):
             warp_engine=self.warp_engine,
             threads=self.threads,
             idle_motion=self.idle_motion,
+            articulation=self.articulation,
             video_preset=self.video_preset,
             video_crf=self.video_crf,
         )
