@@ -23,7 +23,7 @@ from renderer.landmarks import (
     FaceLandmarker,
 )
 from tests.renderer import mouth_metrics as m
-from tests.renderer.conftest import render_all
+from tests.renderer.render_support import render_all
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 CLOSED_FACES = ("face.jpg", "face_lowlight.jpg")
