@@ -1,6 +1,6 @@
 """The JSON contracts the worker reads: dispatch metadata and room metadata (DESIGN §5).
 
-Dispatch metadata (set by the API, or by agent.plugin.AvatarSession):
+Dispatch metadata (set by the API, or by atlas.plugin.AvatarSession):
 
     {"session_id": "ses_…", "mode": "passthrough" | "conversation" | "plugin",
      "face": {"url": "https://…"} | {"storage_key": "faces/…"}, plus "version": int,

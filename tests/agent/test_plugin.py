@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,11 +26,13 @@ from livekit.agents import AgentSession
 from livekit.agents.voice.avatar import DataStreamAudioOutput, DataStreamAudioReceiver
 from livekit.agents.voice.io import PlaybackFinishedEvent
 
+from agent.config import AGENT_NAME
 from agent.metadata import parse_dispatch_metadata
 from agent.playback import PlaybackGuard
-from agent.plugin import AtlasAvatarError, AvatarSession, mint_avatar_token
 from agent.runner import create_avatar_runner, create_protocol_runner
 from agent.video_generator import LipSyncVideoGenerator
+from atlas import plugin
+from atlas.plugin import AtlasAvatarError, AvatarSession, mint_avatar_token
 from renderer import FaceAsset, RendererOptions
 from tests.agent.conftest import audio_frames, tone_bursts
 from tests.agent.fakes import FakeHub, FakeRoom
@@ -251,6 +257,7 @@ async def test_avatar_session_dispatches_the_worker_and_routes_audio(
     avatar = AvatarSession(
         face_url="https://example.com/face.jpg",
         max_duration_seconds=900,
+        empty_timeout_seconds=20,
         livekit_url=fake_livekit.url,
         api_key=fake_livekit.api_key,
         api_secret=fake_livekit.api_secret,
@@ -263,6 +270,7 @@ async def test_avatar_session_dispatches_the_worker_and_routes_audio(
         assert meta.mode == "plugin" and meta.session_id == avatar.session_id
         assert meta.face.url == "https://example.com/face.jpg" and meta.face.version == 1
         assert meta.max_duration_seconds == 900
+        assert meta.options.empty_timeout_seconds == 20
         assert meta.options.sender_identity == AGENT
         assert meta.options.avatar_identity == AVATAR
         assert meta.options.avatar_token is not None
@@ -305,3 +313,25 @@ async def test_avatar_session_refuses_bad_configuration(
         await avatar.start(AgentSession(), room)  # type: ignore[arg-type]
     assert fake_livekit.api_secret not in str(err.value)
     await avatar.aclose()
+
+
+def test_the_plugin_names_the_worker_it_dispatches() -> None:
+    assert plugin.AGENT_NAME == AGENT_NAME
+
+
+def test_an_entrypoint_named_agent_py_can_import_the_plugin(tmp_path: Path) -> None:
+    """LiveKit's quickstarts call the entrypoint agent.py: there `import agent` is that file."""
+    script = tmp_path / "agent.py"
+    script.write_text(
+        "import agent, atlas.plugin\n"
+        "assert agent.__file__ == __file__, 'the script should shadow the project package'\n"
+        "if __name__ == '__main__':\n"
+        "    print(atlas.plugin.AvatarSession.__name__)\n"
+    )
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": root}
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "AvatarSession"

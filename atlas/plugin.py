@@ -1,6 +1,6 @@
 """Use our avatar from any LiveKit agent, like the Tavus, Simli or Bey plugins:
 
-    from agent.plugin import AvatarSession
+    from atlas.plugin import AvatarSession
 
     avatar = AvatarSession(face_url="https://example.com/face.jpg")
     await avatar.start(session, room=ctx.room)  # before session.start(...)
@@ -15,10 +15,17 @@ of each per segment). The avatar publishes lip-synced video and the audio it spe
 
 Credentials come from the arguments or LiveKit's standard variables (LIVEKIT_URL,
 LIVEKIT_API_KEY, LIVEKIT_API_SECRET): the ones the agent's own worker already has.
+
+This module lives in `atlas`, not `agent`, and imports nothing from `agent`: LiveKit's
+quickstarts name the entrypoint file `agent.py`, and a script's own directory comes first on
+sys.path, so in such a project `import agent` finds that file, never our package. The dispatch
+metadata below is therefore built here as plain JSON; tests/agent/test_plugin.py parses it with
+the worker's own contract (agent.metadata) so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -31,10 +38,10 @@ from livekit.agents.voice.avatar import AvatarSession as BaseAvatarSession
 from livekit.agents.voice.avatar import DataStreamAudioOutput
 from livekit.agents.voice.room_io import ATTRIBUTE_PUBLISH_ON_BEHALF
 
-from agent.config import AGENT_NAME
-from agent.metadata import DispatchMetadata, FaceRef, SessionOptions
+logger = logging.getLogger("atlas.plugin")
 
-logger = logging.getLogger("agent")
+# The worker's agent_name (agent.config.AGENT_NAME; a test keeps the two equal).
+AGENT_NAME = "atlas-avatar"
 
 DEFAULT_AVATAR_IDENTITY = "atlas-avatar-agent"
 DEFAULT_AVATAR_NAME = "Atlas avatar"
@@ -132,7 +139,8 @@ class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
         super().__init__()
         if (face_url is None) == (face_storage_key is None):
             raise AtlasAvatarError("give exactly one of face_url or face_storage_key")
-        self._face = FaceRef(url=face_url, storage_key=face_storage_key, version=1)
+        face = {"url": face_url} if face_url is not None else {"storage_key": face_storage_key}
+        self._face: dict[str, Any] = {**face, "version": 1}
         self._avatar_identity = avatar_identity
         self._avatar_name = avatar_name
         self._agent_name = agent_name
@@ -189,7 +197,7 @@ class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
         )
 
     def dispatch_metadata(self, *, room: str, sender_identity: str) -> str:
-        """The worker's dispatch metadata (mode plugin), validated by its own contract."""
+        """The worker's dispatch metadata (mode plugin; agent/README.md, "Contracts")."""
         assert self._key is not None and self._secret is not None
         token = mint_avatar_token(
             api_key=self._key,
@@ -200,19 +208,21 @@ class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
             publish_on_behalf=sender_identity,
             ttl_s=self._max_duration_s + TOKEN_MARGIN_S,
         )
-        meta = DispatchMetadata(
-            session_id=self._session_id,
-            mode="plugin",
-            face=self._face,
-            max_duration_seconds=self._max_duration_s,
-            options=SessionOptions(
-                sender_identity=sender_identity,
-                avatar_identity=self._avatar_identity,
-                avatar_token=token,
-                empty_timeout_seconds=self._empty_timeout_s,
-            ),
-        )
-        return meta.model_dump_json(exclude_none=True)
+        options: dict[str, Any] = {
+            "sender_identity": sender_identity,
+            "avatar_identity": self._avatar_identity,
+            "avatar_token": token,
+        }
+        if self._empty_timeout_s is not None:
+            options["empty_timeout_seconds"] = self._empty_timeout_s
+        meta = {
+            "session_id": self._session_id,
+            "mode": "plugin",
+            "face": self._face,
+            "max_duration_seconds": self._max_duration_s,
+            "options": options,
+        }
+        return json.dumps(meta)
 
     async def aclose(self) -> None:
         await super().aclose()
