@@ -11,7 +11,8 @@ from livekit.agents.voice.avatar import (
 )
 
 from agent.clock import Clock
-from agent.playback import PlaybackGuard, ProtocolAudioReceiver
+from agent.playback import PlaybackGuard
+from agent.protocol_receiver import ProtocolAudioReceiver
 from agent.video_generator import LipSyncVideoGenerator
 
 # The synchroniser's queues, in frames. AvatarRunner sizes both the AudioSource queue and the

@@ -226,6 +226,33 @@ async def test_a_clear_with_nothing_playing_is_still_answered(link: Link) -> Non
     assert payload["playback_position"] == 0.0 and payload["interrupted"] is True
 
 
+async def test_the_last_playback_finished_reaches_the_sender_when_the_avatar_closes(
+    face: FaceAsset, options: RendererOptions
+) -> None:
+    """The session ends (the worker interrupts, then closes the runner at once): the answer
+    queued for the sender must go out before the receiver closes, or the agent waits for ever."""
+    link, runner, guard = await _link(face, options, guarded=True)
+    try:
+        await link.say(segment(options, 3.0), options.sample_rate)
+        await asyncio.wait_for(link.started.get(), HANG_S)
+        assert guard is not None
+        deliver = link.hub.rpc
+
+        async def over_the_network(*args: Any) -> str:
+            await asyncio.sleep(0.05)  # an RPC takes a round trip: it is in flight at close
+            return await deliver(*args)
+
+        link.hub.rpc = over_the_network  # type: ignore[method-assign]
+        await guard.interrupt()
+        await runner.aclose()
+        assert link.methods().count("lk.playback_finished") == 1
+        finished = link.finished.get_nowait()
+        assert finished.interrupted and 0 < finished.playback_position < 3.0
+    finally:
+        await runner.aclose()
+        await link.generator.aclose()
+
+
 # -- AvatarSession ----------------------------------------------------------------------------
 
 
