@@ -48,7 +48,11 @@ class AgentSettings(BaseSettings):
     face_allow_http: bool = False
 
     # -- conversation mode --------------------------------------------------------------------
-    stt_model: str = "nova-3"
+    # Which service hears and which speaks; the LLM is always OpenAI's API (or any server that
+    # speaks it, at OPENAI_BASE_URL). "openai" STT/TTS use that same key and base URL.
+    stt_provider: Literal["deepgram", "openai"] = "deepgram"
+    tts_provider: Literal["elevenlabs", "openai"] = "elevenlabs"
+    stt_model: str | None = None  # the provider's default: nova-3, gpt-4o-mini-transcribe
     stt_language: str = "en"
     llm_model: str = "gpt-4o-mini"
     tts_voice_id: str | None = None
@@ -92,12 +96,12 @@ class AgentSettings(BaseSettings):
     def missing_conversation_keys(self) -> list[str]:
         """The provider keys conversation mode needs but the environment lacks."""
         missing = []
-        if self.deepgram_api_key is None:
+        if self.stt_provider == "deepgram" and self.deepgram_api_key is None:
             missing.append("DEEPGRAM_API_KEY")
         # a local OpenAI-compatible server (OPENAI_BASE_URL) may need no key
         if self.openai_api_key is None and self.openai_base_url is None:
             missing.append("OPENAI_API_KEY")
-        if self.eleven_api_key is None:
+        if self.tts_provider == "elevenlabs" and self.eleven_api_key is None:
             missing.append("ELEVEN_API_KEY")
         return missing
 
