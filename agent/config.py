@@ -29,6 +29,9 @@ class AgentSettings(BaseSettings):
     agent_empty_timeout_s: float = Field(default=30.0, gt=0)
     # Upper bound on any session, whatever the dispatch asks for.
     agent_max_duration_s: float = Field(default=3600.0, gt=0)
+    # The worker's health/metrics HTTP port (livekit-agents' default 8081); 0 picks a free one,
+    # so several workers (or test runs) can share a machine.
+    agent_http_port: int = Field(default=8081, ge=0, le=65535)
 
     # -- rendering ----------------------------------------------------------------------------
     renderer_backend: Literal["warp", "wav2lip"] = "warp"

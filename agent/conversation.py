@@ -17,6 +17,7 @@ in on the standard `lk.chat` text stream. On top, a data packet
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass
@@ -165,21 +166,24 @@ class Conversation:
 
     def greet_when_heard(self, room: rtc.Room) -> None:
         """Say the greeting once a participant has subscribed to the avatar's audio track
-        (published by AvatarRunner.start(), so call this after it)."""
+        (AvatarRunner publishes it with the first frame, after start())."""
         if self._greeting:
             self._tasks.spawn(self._greet(room, self._greeting), name="greet")
 
     async def _greet(self, room: rtc.Room, greeting: str) -> None:
-        voice = next(
-            (
-                pub
-                for pub in room.local_participant.track_publications.values()
-                if pub.kind == rtc.TrackKind.KIND_AUDIO
-            ),
-            None,
-        )
-        if voice is not None:
-            await voice.wait_for_subscription()
+        published = asyncio.Event()
+
+        def on_published(*_: object) -> None:
+            published.set()
+
+        room.on("local_track_published", on_published)
+        try:
+            while (voice := _voice_publication(room)) is None:
+                await published.wait()
+                published.clear()
+        finally:
+            room.off("local_track_published", on_published)
+        await voice.wait_for_subscription()
         logger.info("greeting the client")
         self.session.say(greeting)
 
@@ -203,6 +207,13 @@ class Conversation:
         if self._room is not None:
             self._room.off("data_received", self._on_data_received)
         await self.session.aclose()
+
+
+def _voice_publication(room: rtc.Room) -> rtc.LocalTrackPublication | None:
+    for publication in room.local_participant.track_publications.values():
+        if publication.kind == rtc.TrackKind.KIND_AUDIO:
+            return publication
+    return None
 
 
 def parse_speak_message(data: bytes) -> str | None:

@@ -85,6 +85,7 @@ def create_server(settings: AgentSettings | None = None) -> AgentServer:
         load_fnc=load,
         load_threshold=1.0,
         num_idle_processes=min(settings.agent_max_streams, 2),
+        port=settings.agent_http_port,
         ws_url=settings.livekit_url,
         api_key=settings.livekit_api_key,
         api_secret=(

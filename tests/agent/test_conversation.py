@@ -187,9 +187,10 @@ async def test_the_greeting_waits_until_someone_subscribes_to_the_voice(
         receiver=conversation.audio_output,
         generator=generator,
     )
-    await runner.start()
     await conversation.start(room=None, client_identity=None)
+    # before the runner publishes anything (it publishes with its first frame)
     conversation.greet_when_heard(room)  # type: ignore[arg-type]
+    await runner.start()
     try:
         await asyncio.wait_for(waiting.wait(), HANG_S)
         assert fake_tts.texts == [] and generator.stats.speech_frames == 0
