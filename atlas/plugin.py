@@ -25,6 +25,7 @@ the worker's own contract (agent.metadata) so the two cannot drift apart.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -33,7 +34,7 @@ from datetime import timedelta
 from typing import Any, Literal, Protocol
 
 from livekit import api, rtc
-from livekit.agents import AgentSession, get_job_context
+from livekit.agents import AgentSession, get_job_context, utils
 from livekit.agents.voice.avatar import AvatarSession as BaseAvatarSession
 from livekit.agents.voice.avatar import DataStreamAudioOutput
 from livekit.agents.voice.room_io import ATTRIBUTE_PUBLISH_ON_BEHALF
@@ -45,6 +46,8 @@ AGENT_NAME = "atlas-avatar"
 
 DEFAULT_AVATAR_IDENTITY = "atlas-avatar-agent"
 DEFAULT_AVATAR_NAME = "Atlas avatar"
+# The agent's own voice once the avatar has gone (what RoomIO publishes by default).
+FALLBACK_SAMPLE_RATE = 24000
 # The avatar's token outlives the session's max duration by this much (joins, reconnects).
 TOKEN_MARGIN_S = 300
 
@@ -151,6 +154,10 @@ class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
         self._secret = api_secret or os.environ.get("LIVEKIT_API_SECRET")
         self._dispatcher = dispatcher
         self._session_id = new_session_id()
+        self._session: AgentSession[Any] | None = None
+        self._agent_room: rtc.Room | None = None
+        self._fallback_task: asyncio.Task[None] | None = None
+        self._own_voice: Any = None  # the agent's own audio output once the avatar has gone
 
     @property
     def avatar_identity(self) -> str:
@@ -195,6 +202,33 @@ class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
                 wait_playback_start=True,  # the avatar reports real playback starts
             )
         )
+        self._session, self._agent_room = agent_session, room
+        room.on("participant_disconnected", self._on_participant_disconnected)
+
+    def _on_participant_disconnected(self, participant: rtc.RemoteParticipant) -> None:
+        if participant.identity == self._avatar_identity and self._fallback_task is None:
+            self._fallback_task = asyncio.create_task(self._speak_without_the_avatar())
+
+    async def _speak_without_the_avatar(self) -> None:
+        """The avatar has gone (its max duration, or a failure): the agent speaks on its own
+        audio track from now on, instead of streaming to nobody and never hearing back."""
+        assert self._session is not None and self._agent_room is not None
+        logger.warning(
+            "the avatar left; the agent publishes its own voice", extra={"room": self._room_name}
+        )
+        # livekit-agents' own RoomIO audio output (private in 1.8.9; the plugin e2e scenario,
+        # tests/e2e/test_plugin.py, fails if it moves)
+        from livekit.agents.voice.room_io._output import _ParticipantAudioOutput
+
+        output = _ParticipantAudioOutput(
+            self._agent_room,
+            sample_rate=FALLBACK_SAMPLE_RATE,
+            num_channels=1,
+            track_publish_options=rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE),
+        )
+        await output.start()
+        self._own_voice = output
+        self._session.output.replace_audio_tail(output)
 
     def dispatch_metadata(self, *, room: str, sender_identity: str) -> str:
         """The worker's dispatch metadata (mode plugin; agent/README.md, "Contracts")."""
@@ -224,7 +258,17 @@ class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
         }
         return json.dumps(meta)
 
+    @property
+    def _room_name(self) -> str:
+        return self._agent_room.name if self._agent_room is not None else ""
+
     async def aclose(self) -> None:
+        if self._agent_room is not None:
+            self._agent_room.off("participant_disconnected", self._on_participant_disconnected)
+        if self._fallback_task is not None:
+            await utils.aio.cancel_and_wait(self._fallback_task)
+        if self._own_voice is not None:
+            await self._own_voice.aclose()
         await super().aclose()
         if self._dispatcher is not None:
             await self._dispatcher.aclose()
