@@ -178,12 +178,16 @@ async def test_without_the_guard_avatar_runner_misses_the_second_playback_finish
         await eventually(lambda: stats.segments == 2)  # the renderer ended both segments
         frames = stats.frames
         await eventually(lambda: stats.frames >= frames + 3)  # the runner moved on past the end
-        await asyncio.sleep(0.2)  # any RPC in flight lands
-        assert link.methods().count("lk.playback_finished") == 1
-        waiting = asyncio.ensure_future(link.output.wait_for_playout())
-        await asyncio.sleep(0.05)
-        assert not waiting.done()  # the sending agent is wedged
-        waiting.cancel()
+        # a marker through the receiver's ordered RPC queue: once it has reached the agent,
+        # every notification the runner queued before it has too
+        marker = 123.0
+        runner._audio_recv.notify_playback_finished(playback_position=marker, interrupted=False)
+        finishes = lambda: link.calls("lk.playback_finished")  # noqa: E731
+        await eventually(lambda: any(c["playback_position"] == marker for c in finishes()))
+        real = [c for c in finishes() if c["playback_position"] != marker]
+        # two segments captured, one finished: the sending agent's wait_for_playout would never
+        # have returned without our marker
+        assert len(real) == 1 and link.output.captured_playout_segments == 2
     finally:
         await runner.aclose()
         await link.generator.aclose()

@@ -23,7 +23,7 @@ async def test_a_failing_task_is_logged_with_its_name_and_traceback(
         await asyncio.wait({task})
         await asyncio.sleep(0)  # done callbacks run on the next loop step
     (record,) = [r for r in caplog.records if r.getMessage() == "background task failed"]
-    assert getattr(record, "task") == "widget.boom"
+    assert record.task == "widget.boom"
     assert record.exc_info is not None and isinstance(record.exc_info[1], ValueError)
     assert len(owner) == 0
     await owner.aclose()
