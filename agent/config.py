@@ -14,6 +14,7 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from renderer.options import RendererOptions
+from renderer.settings import load_renderer_options
 
 AGENT_NAME = "atlas-avatar"
 
@@ -33,13 +34,7 @@ class AgentSettings(BaseSettings):
     # so several workers (or test runs) can share a machine.
     agent_http_port: int = Field(default=8081, ge=0, le=65535)
 
-    # -- rendering ----------------------------------------------------------------------------
-    renderer_backend: Literal["warp", "wav2lip"] = "warp"
-    renderer_model: str | None = None
-    agent_video_size: int = Field(default=512, ge=64, le=2048)
-    agent_fps: int = Field(default=25, ge=1, le=60)
-    agent_sample_rate: int = 24000
-    agent_render_threads: int = Field(default=1, ge=1)
+    # -- rendering: the renderer's own ATLAS_RENDERER_* settings (renderer_options below) -------
 
     # -- faces --------------------------------------------------------------------------------
     data_dir: Path = Path("atlas-data")
@@ -78,14 +73,8 @@ class AgentSettings(BaseSettings):
     )
 
     def renderer_options(self) -> RendererOptions:
-        return RendererOptions(
-            fps=self.agent_fps,
-            size=self.agent_video_size,
-            sample_rate=self.agent_sample_rate,
-            backend=self.renderer_backend,
-            model_path=self.renderer_model,
-            threads=self.agent_render_threads,
-        )
+        """ATLAS_RENDERER_*, read as `atlas render` and the job worker read them."""
+        return load_renderer_options()
 
     def storage_root(self) -> Path:
         """The local directory that `storage_key` faces resolve under."""

@@ -26,7 +26,7 @@ from agent.metadata import SessionOptions
 from agent.runner import create_guarded_runner
 from agent.video_generator import LipSyncVideoGenerator
 from renderer import FaceAsset, RendererOptions
-from tests.agent.conftest import tone_bursts
+from tests.agent.audio_support import tone_bursts
 from tests.agent.fake_providers import FakeLLM, FakeMic, FakeSTT, FakeTTS
 from tests.agent.fakes import FakePublication, FakeRemoteParticipant, FakeRoom
 

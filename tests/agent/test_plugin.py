@@ -34,7 +34,7 @@ from agent.video_generator import LipSyncVideoGenerator
 from atlas import plugin
 from atlas.plugin import AtlasAvatarError, AvatarSession, mint_avatar_token
 from renderer import FaceAsset, RendererOptions
-from tests.agent.conftest import audio_frames, tone_bursts
+from tests.agent.audio_support import audio_frames, tone_bursts
 from tests.agent.fakes import FakeHub, FakeRoom
 from tests.fakes.livekit_server import FakeLiveKit
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -27,28 +26,23 @@ import numpy as np
 from livekit import rtc
 
 from tests.livekit_server import LiveKitServer
-from tests.processes import ATLAS, Procs, free_port, wait_until
+from tests.processes import ATLAS, Procs, atlas_env, free_port, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 HANG_S = 90.0  # a guard against hanging, never a timing assertion
 # int16 RMS of a 10 ms slice with voice (the fixture peaks ~10000; ~60 % of it is voiced)
 LOUD_RMS = 300.0
 
 
 def base_env(tmp: Path, livekit: LiveKitServer) -> dict[str, str]:
-    env = {
-        **os.environ,
+    """An `atlas` environment on a fresh embedded data dir (SQLite, file storage shared with
+    the worker), pointed at `livekit`."""
+    return atlas_env(
+        tmp / "data",
         **livekit.env(),
-        "PYTHONPATH": str(ROOT),
-        "ATLAS_DATA_DIR": str(tmp / "data"),
-        "ATLAS_AGENT_VIDEO_SIZE": "128",  # the scenarios check voice and protocol, not pixels
-        "ATLAS_AGENT_MAX_STREAMS": "1",  # one idle job process: the machine has two cores
-        "ATLAS_FACE_ALLOW_HTTP": "1",
-        "ATLAS_AGENT_HTTP_PORT": "0",  # livekit-agents' 8081 may be taken on a shared machine
-    }
-    for name in ("ATLAS_DATABASE_URL", "ATLAS_STORAGE_URL", "ATLAS_REDIS_URL"):
-        env.pop(name, None)  # SQLite and file storage in the data dir, shared with the worker
-    return env
+        ATLAS_RENDERER_SIZE="128",  # the scenarios check voice and protocol, not pixels
+        ATLAS_AGENT_MAX_STREAMS="1",  # one idle job process: the machine has two cores
+        ATLAS_AGENT_HTTP_PORT="0",  # livekit-agents' 8081 may be taken on a shared machine
+    )
 
 
 def wait_for_log(procs: Procs, proc: subprocess.Popen[bytes], text: str) -> None:
