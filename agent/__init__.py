@@ -1,8 +1,8 @@
 """The LiveKit Agents worker: the avatar's face, rendered live in LiveKit rooms.
 
-Public surface: LipSyncVideoGenerator (a livekit-agents VideoGenerator over the renderer) and,
-in agent.plugin, AvatarSession (use our avatar from any LiveKit agent). Names load on first use,
-so a third-party agent importing agent.plugin does not pull in the renderer.
+Public surface: LipSyncVideoGenerator (a livekit-agents VideoGenerator over the renderer).
+Third-party agents use `atlas.plugin.AvatarSession`, which imports nothing from this package
+(an entrypoint named agent.py would shadow it). Names load on first use.
 """
 
 from __future__ import annotations

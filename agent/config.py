@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -29,6 +30,9 @@ class AgentSettings(BaseSettings):
     agent_empty_timeout_s: float = Field(default=30.0, gt=0)
     # Upper bound on any session, whatever the dispatch asks for.
     agent_max_duration_s: float = Field(default=3600.0, gt=0)
+    # The worker's health/metrics HTTP port (livekit-agents' default 8081); 0 picks a free one,
+    # so several workers (or test runs) can share a machine.
+    agent_http_port: int = Field(default=8081, ge=0, le=65535)
 
     # -- rendering: the renderer's own ATLAS_RENDERER_* settings (renderer_options below) -------
 
@@ -42,7 +46,11 @@ class AgentSettings(BaseSettings):
     face_allow_http: bool = False
 
     # -- conversation mode --------------------------------------------------------------------
-    stt_model: str = "nova-3"
+    # Which service hears and which speaks; the LLM is always OpenAI's API (or any server that
+    # speaks it, at OPENAI_BASE_URL). "openai" STT/TTS use that same key and base URL.
+    stt_provider: Literal["deepgram", "openai"] = "deepgram"
+    tts_provider: Literal["elevenlabs", "openai"] = "elevenlabs"
+    stt_model: str | None = None  # the provider's default: nova-3, gpt-4o-mini-transcribe
     stt_language: str = "en"
     llm_model: str = "gpt-4o-mini"
     tts_voice_id: str | None = None
@@ -80,12 +88,12 @@ class AgentSettings(BaseSettings):
     def missing_conversation_keys(self) -> list[str]:
         """The provider keys conversation mode needs but the environment lacks."""
         missing = []
-        if self.deepgram_api_key is None:
+        if self.stt_provider == "deepgram" and self.deepgram_api_key is None:
             missing.append("DEEPGRAM_API_KEY")
         # a local OpenAI-compatible server (OPENAI_BASE_URL) may need no key
         if self.openai_api_key is None and self.openai_base_url is None:
             missing.append("OPENAI_API_KEY")
-        if self.eleven_api_key is None:
+        if self.tts_provider == "elevenlabs" and self.eleven_api_key is None:
             missing.append("ELEVEN_API_KEY")
         return missing
 

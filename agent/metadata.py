@@ -2,7 +2,7 @@
 
 See docs/architecture.md, "Contracts between the API and the worker".
 
-Dispatch metadata (set by the API, or by agent.plugin.AvatarSession):
+Dispatch metadata (set by the API, or by atlas.plugin.AvatarSession):
 
     {"session_id": "ses_…", "mode": "passthrough" | "conversation" | "plugin",
      "face": {"url": "https://…"} | {"storage_key": "faces/…"}, plus "version": int,

@@ -25,6 +25,8 @@ from livekit import rtc
 from livekit.agents import utils
 from livekit.agents.voice.avatar import AudioReceiver, AudioSegmentEnd
 
+from agent.tasks import TaskOwner
+
 logger = logging.getLogger("agent")
 
 _EPS = 1e-6  # float sums of 10 ms chunks
@@ -117,7 +119,7 @@ class ParticipantAudioReceiver(AudioReceiver):
         self._data_ch = utils.aio.Chan[rtc.AudioFrame | AudioSegmentEnd]()
         self._reader: asyncio.Task[None] | None = None
         self._reader_track_sid: str | None = None
-        self._retired: set[asyncio.Task[None]] = set()  # cancelled readers, until they finish
+        self._readers = TaskOwner("passthrough")  # the current one, and cancelled ones
         self._started = False
         self.segments = 0
 
@@ -179,22 +181,19 @@ class ParticipantAudioReceiver(AudioReceiver):
     def _follow(self, track: rtc.Track, track_sid: str) -> None:
         self._detach()
         self._reader_track_sid = track_sid
-        self._reader = asyncio.create_task(self._read(self._stream_factory(track)))
+        self._reader = self._readers.spawn(self._read(self._stream_factory(track)), name="read")
 
     def _detach(self) -> None:
         """Stop reading the current track now; its open segment (if any) ends."""
         reader, self._reader, self._reader_track_sid = self._reader, None, None
         if reader is not None:
-            reader.cancel()
-            self._retired.add(reader)
-            reader.add_done_callback(self._retired.discard)
+            reader.cancel()  # its owner waits for it at close
         if self._gate.end():
             self._send_end()
 
     async def _stop_reader(self) -> None:
-        reader, self._reader = self._reader, None
-        tasks = [*self._retired, *([reader] if reader is not None else [])]
-        await utils.aio.cancel_and_wait(*tasks)
+        self._reader = None
+        await self._readers.aclose()
 
     async def _read(self, stream: AsyncIterator[rtc.AudioFrameEvent]) -> None:
         try:

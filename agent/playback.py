@@ -17,7 +17,9 @@ it (the runner's own notify_* calls are ignored):
 - A segment opens with its first audio frame and closes with its trailer (AudioSegmentEnd).
   Only closed, non-empty segments reach the generator as AudioSegmentEnd, so the generator's
   segment ends map one to one, in order, onto the ledger.
-- lk.playback_started: with the segment's first audio slice leaving the generator.
+- lk.playback_started: with the segment's first audio slice leaving the generator, and only
+  then: a segment none of whose audio played gets lk.playback_finished alone (position 0), so
+  the sending agent records its speech as skipped, not as partly heard.
   lk.playback_finished {playback_position, interrupted: false}: with its AudioSegmentEnd.
 - lk.clear_buffer: the generator is cleared first, then every unfinished segment is finished
   with interrupted: true (one lk.playback_finished each; the one playing carries its position).
@@ -25,47 +27,47 @@ it (the runner's own notify_* calls are ignored):
   still answered with one lk.playback_finished {interrupted: true}; a sender ignores a surplus
   one, whereas a missing one wedges it.
 - A segment whose trailer never comes (no audio for `trailer_timeout_s`) is closed by the guard
-  and rendered out as usual. A closed segment still unfinished when its audio, and the audio
-  queued ahead of it, should long have played (`playout_grace_s` late) is finished with
-  interrupted: true. So every segment is finished exactly once, whatever is lost.
+  and rendered out as usual. A closed segment is finished with interrupted: true once the
+  renderer has put out no audio for `playout_grace_s` (a stall, or an end it lost): the
+  watchdog follows the renderer's progress, never a real-time estimate, so a backend slower
+  than real time still plays every segment to its end. So every segment is finished exactly
+  once, whatever is lost.
 
-Every notification goes out through the wrapped receiver's notify_* in one ordered queue; the
-answer to a clear waits for the generator to have dropped its audio, and audio that arrives
-after a clear waits for it too.
-
-Audio taken from the receiver before a clear but not yet handed to the runner is dropped with
-it. ProtocolAudioReceiver (livekit-agents' DataStreamAudioReceiver, plus: a clear also drops the
-streams queued behind the current one, which 1.8.9 would otherwise play after the clear) is the
-receiver for the avatar protocol.
+Notifications go out through the wrapped receiver's notify_* in one ordered queue (flushed
+before the receiver closes); a clear's answers, and audio arriving after it, wait for the
+generator to have dropped its audio. Audio taken before a clear but not yet handed to the
+runner is dropped with it. The guard owns the reading and the ledger; `receiver`/`generator`
+(agent/playback_views.py) only call into it. agent/protocol_receiver.py is the protocol's end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from livekit import rtc
-from livekit.agents import utils
-from livekit.agents.voice.avatar import (
-    AudioReceiver,
-    AudioSegmentEnd,
-    DataStreamAudioReceiver,
-    VideoGenerator,
-)
+from livekit.agents.voice.avatar import AudioReceiver, AudioSegmentEnd, VideoGenerator
 
 from agent.clock import Clock, LoopClock
+from agent.playback_views import GuardedGenerator, GuardedReceiver
+from agent.protocol_receiver import ProtocolAudioReceiver
+from agent.tasks import TaskOwner
 
 logger = logging.getLogger("agent")
 
 # The same fallback livekit-agents' DataStreamAudioReceiver uses for a lost trailer: audio is
 # pushed faster than real time, but an LLM may pause mid-reply for a few seconds.
 TRAILER_TIMEOUT_S = 10.0
-# How late a segment's playout may run (render stalls, network) before it is declared over.
+# How long the renderer may put out no audio while a closed segment waits (a render stall, a
+# lost end) before that segment is declared over.
 PLAYOUT_GRACE_S = 3.0
+# How long closing waits for the queued notifications to be handed to the receiver.
+CLOSE_FLUSH_S = 5.0
 # The playout watchdog's sleep when nothing is pending (any change wakes it sooner).
 IDLE_WATCH_S = 60.0
 
@@ -79,7 +81,7 @@ class _Segment:
     closed: bool = False  # its trailer went to the generator
     started: bool = False
     finished: bool = False
-    deadline: float | None = None  # once closed: when its playout must be over
+    closed_at: float | None = None  # clock time its trailer went to the generator
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,15 +122,20 @@ class PlaybackGuard:
         self.clock: Clock = clock or LoopClock()
         self._ledger: deque[_Segment] = deque()  # unfinished segments, oldest first
         self._input: _Segment | None = None  # the segment audio is arriving for
+        self._last_output: float | None = None  # clock time audio last left the generator
         self._clear_task: asyncio.Task[None] | None = None
         self._outbox: asyncio.Queue[_Notice | asyncio.Task[None]] = asyncio.Queue()
         self._changed = asyncio.Event()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskOwner("playback")
         self._sender: asyncio.Task[None] | None = None
+        # reading: the receiver's iterator; the next item in flight, with the clear count then
+        self._source: AsyncIterator[rtc.AudioFrame | AudioSegmentEnd] | None = None
+        self._next: asyncio.Future[tuple[rtc.AudioFrame | AudioSegmentEnd, int]] | None = None
+        self._arrived = asyncio.Event()
         self._started = False
         self._closed = False
         self.stats = GuardStats()
-        self.receiver = GuardedReceiver(self, receiver)
+        self.receiver = GuardedReceiver(self)
         self.generator = GuardedGenerator(self, generator)
 
     @property
@@ -143,8 +150,8 @@ class PlaybackGuard:
         self._started = True
         await self._inner_recv.start()
         self._inner_recv.on("clear_buffer", self._on_clear_buffer)
-        self._sender = self._spawn(self._send_notices())
-        self._spawn(self._watch_playout())
+        self._sender = self._tasks.spawn(self._send_notices(), name="send_notices")
+        self._tasks.spawn(self._watch_playout(), name="watch_playout")
 
     async def interrupt(self) -> None:
         """Drop all queued audio and finish every pending segment (interrupted), e.g. when the
@@ -152,19 +159,66 @@ class PlaybackGuard:
         if self._closed:
             return
         self._clear(answer_always=False)
-        if self._sender is not None and not self._sender.done():
-            await self._outbox.join()
+        await self._flush_notices()
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
         self._inner_recv.off("clear_buffer", self._on_clear_buffer)
-        self.receiver.cancel_pending()
-        await utils.aio.cancel_and_wait(*self._tasks)
+        if self._next is not None:
+            self._next.cancel()
+        # what the sender is owed goes out before the receiver closes
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._flush_notices(), CLOSE_FLUSH_S)
+        await self._tasks.aclose()
         await self._inner_recv.aclose()
 
+    async def _flush_notices(self) -> None:
+        if self._sender is not None and not self._sender.done():
+            await self._outbox.join()
+
     # -- input: the sender's audio ----------------------------------------------------------
+
+    async def next_input(self) -> rtc.AudioFrame | AudioSegmentEnd:
+        """The sender's next item for the runner, booked (or an end for an overdue trailer)."""
+        while True:
+            if self._closed:
+                raise StopAsyncIteration
+            pending = self._next
+            if pending is None:
+                if self._source is None:
+                    self._source = self._inner_recv.__aiter__()
+                pending = self._next = asyncio.ensure_future(self._receive(self._source))
+                self._arrived.clear()
+                pending.add_done_callback(lambda _: self._arrived.set())
+            if not pending.done():
+                deadline = self.trailer_deadline()
+                if deadline is None:
+                    await asyncio.wait({pending})
+                else:
+                    await self.clock.wait(self._arrived, deadline - self.clock.now())
+            item: rtc.AudioFrame | AudioSegmentEnd | None
+            if pending.done():
+                self._next = None
+                if pending.cancelled():
+                    continue  # closed meanwhile
+                received, clears = pending.result()  # StopAsyncIteration ends the runner
+                # taken before a clear that has happened since: audio that clear dropped
+                item = self.on_input(received) if clears == self.stats.clears else None
+            else:
+                deadline = self.trailer_deadline()
+                if deadline is None or self.clock.now() < deadline:
+                    continue
+                item = self.on_trailer_timeout()
+            if item is not None:
+                return item
+
+    async def _receive(
+        self, source: AsyncIterator[rtc.AudioFrame | AudioSegmentEnd]
+    ) -> tuple[rtc.AudioFrame | AudioSegmentEnd, int]:
+        item = await source.__anext__()
+        return item, self.stats.clears  # counted in the same step as the item is taken
 
     def on_input(
         self, item: rtc.AudioFrame | AudioSegmentEnd
@@ -213,9 +267,7 @@ class PlaybackGuard:
         assert seg is not None
         self._input = None
         seg.closed = True
-        # its playout is due once the audio queued ahead of it and its own have played
-        queued = sum(s.received_s - s.played_s for s in self._ledger if s.number <= seg.number)
-        seg.deadline = self.clock.now() + queued + self._playout_grace_s
+        seg.closed_at = self.clock.now()
         self._changed.set()
 
     # -- output: what the generator renders -------------------------------------------------
@@ -237,6 +289,7 @@ class PlaybackGuard:
             return
         if not self._ledger:
             return  # a slice of audio that was cleared meanwhile
+        self._last_output = self.clock.now()
         seg = self._ledger[0]
         if not seg.started:
             seg.started = True
@@ -244,15 +297,13 @@ class PlaybackGuard:
         seg.played_s += item.duration
 
     def _finish(self, seg: _Segment, *, interrupted: bool) -> None:
+        """Its lk.playback_finished (never a started: one that never played is skipped)."""
         if seg.finished:
             return
         seg.finished = True
         self._ledger.remove(seg)
         if self._input is seg:
             self._input = None
-        if not seg.started:  # the sender always hears both, in order
-            seg.started = True
-            self._outbox.put_nowait(_Notice("started"))
         self._outbox.put_nowait(
             _Notice("finished", playback_position=seg.played_s, interrupted=interrupted)
         )
@@ -269,7 +320,7 @@ class PlaybackGuard:
     def _clear(self, *, answer_always: bool) -> None:
         """Book the clear at once; the generator is cleared, then the answers go out."""
         self.stats.clears += 1
-        self._clear_task = self._spawn(self._clear_generator())
+        self._clear_task = self._tasks.spawn(self._clear_generator(), name="clear_generator")
         self._outbox.put_nowait(self._clear_task)  # the answers wait for it
         pending = list(self._ledger)
         for seg in pending:
@@ -291,8 +342,7 @@ class PlaybackGuard:
         return self.stats.finished + len(self._ledger)
 
     def _answer_unseen(self, *, interrupted: bool) -> None:
-        """Started and finished for a segment none of whose audio reached the runner."""
-        self._outbox.put_nowait(_Notice("started"))
+        """The finish of a segment none of whose audio reached the runner (never started)."""
         self._outbox.put_nowait(_Notice("finished", interrupted=interrupted))
         self.stats.finished += 1
         self.stats.interrupted += int(interrupted)
@@ -301,8 +351,6 @@ class PlaybackGuard:
         result = self._inner_gen.clear_buffer()
         if asyncio.iscoroutine(result):
             await result
-
-    # -- background -------------------------------------------------------------------------
 
     async def _send_notices(self) -> None:
         """One ordered queue to the sender; a clear's answers wait for the clear itself."""
@@ -326,168 +374,26 @@ class PlaybackGuard:
             finally:
                 self._outbox.task_done()
 
+    def _playout_deadline(self, seg: _Segment) -> float | None:
+        """Closed, then no audio out for the grace period: progress keeps a segment alive."""
+        if seg.closed_at is None:
+            return None
+        last = seg.closed_at if self._last_output is None else max(seg.closed_at, self._last_output)
+        return last + self._playout_grace_s
+
     async def _watch_playout(self) -> None:
-        """Finish (interrupted) a closed segment whose playout is long overdue."""
+        """Finish (interrupted) a closed segment whose playout has stalled."""
         while True:
             self._changed.clear()
             now = self.clock.now()
-            overdue = [s for s in self._ledger if s.deadline is not None and s.deadline <= now]
-            for seg in overdue:
-                self.stats.playout_timeouts += 1
-                logger.warning("playback segment playout timed out", extra={"segment": seg.number})
-                self._finish(seg, interrupted=True)
-            deadlines = [s.deadline for s in self._ledger if s.deadline is not None]
-            wait_s = min(deadlines) - now if deadlines else IDLE_WATCH_S
+            deadlines = {seg: self._playout_deadline(seg) for seg in self._ledger}
+            for seg, deadline in deadlines.items():
+                if deadline is not None and deadline <= now:
+                    self.stats.playout_timeouts += 1
+                    logger.warning(
+                        "playback segment playout timed out", extra={"segment": seg.number}
+                    )
+                    self._finish(seg, interrupted=True)
+            pending = [d for seg, d in deadlines.items() if d is not None and not seg.finished]
+            wait_s = min(pending) - now if pending else IDLE_WATCH_S
             await self.clock.wait(self._changed, wait_s)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-
-class GuardedReceiver(AudioReceiver):
-    """The AudioReceiver AvatarRunner reads: the sender's audio, booked by the guard. It never
-    emits clear_buffer (the guard clears the generator itself) and ignores the runner's
-    notify_* calls (the guard sends them)."""
-
-    def __init__(self, guard: PlaybackGuard, inner: AudioReceiver) -> None:
-        super().__init__()
-        self._guard = guard
-        self._inner = inner
-        self._iter: AsyncIterator[rtc.AudioFrame | AudioSegmentEnd] | None = None
-        # the next item from the receiver, with the guard's clear count when it was taken
-        self._next: asyncio.Future[tuple[rtc.AudioFrame | AudioSegmentEnd, int]] | None = None
-        self._arrived = asyncio.Event()
-        self._closed = False
-
-    async def start(self) -> None:
-        await self._guard.start()
-
-    def notify_playback_started(self) -> None:
-        return None
-
-    def notify_playback_finished(self, playback_position: float, interrupted: bool) -> None:
-        return None
-
-    def __aiter__(self) -> AsyncIterator[rtc.AudioFrame | AudioSegmentEnd]:
-        return self
-
-    async def __anext__(self) -> rtc.AudioFrame | AudioSegmentEnd:
-        guard = self._guard
-        item: rtc.AudioFrame | AudioSegmentEnd | None
-        while True:
-            if self._closed:
-                raise StopAsyncIteration
-            pending = self._next
-            if pending is None:
-                if self._iter is None:
-                    self._iter = self._inner.__aiter__()
-                pending = self._next = asyncio.ensure_future(self._receive(self._iter))
-                self._arrived.clear()
-                pending.add_done_callback(self._on_arrived)
-            if not pending.done():
-                deadline = guard.trailer_deadline()
-                if deadline is None:
-                    await asyncio.wait({pending})
-                else:
-                    await guard.clock.wait(self._arrived, deadline - guard.clock.now())
-            if pending.done():
-                self._next = None
-                if pending.cancelled():
-                    continue  # closed meanwhile
-                received, clears = pending.result()  # StopAsyncIteration ends the runner
-                # taken before a clear that has happened since: audio that clear dropped
-                item = guard.on_input(received) if clears == guard.stats.clears else None
-            else:
-                deadline = guard.trailer_deadline()
-                if deadline is None or guard.clock.now() < deadline:
-                    continue
-                item = guard.on_trailer_timeout()
-            if item is not None:
-                return item
-
-    async def _receive(
-        self, source: AsyncIterator[rtc.AudioFrame | AudioSegmentEnd]
-    ) -> tuple[rtc.AudioFrame | AudioSegmentEnd, int]:
-        item = await source.__anext__()
-        return item, self._guard.stats.clears  # counted in the same step as the item is taken
-
-    def _on_arrived(self, _: object) -> None:
-        self._arrived.set()
-
-    def cancel_pending(self) -> None:
-        self._closed = True
-        if self._next is not None:
-            self._next.cancel()
-            self._next = None
-
-    async def aclose(self) -> None:
-        await self._guard.aclose()
-
-
-class GuardedGenerator(VideoGenerator):
-    """The VideoGenerator AvatarRunner drives: the wrapped generator, with its output booked."""
-
-    def __init__(self, guard: PlaybackGuard, inner: VideoGenerator) -> None:
-        self._guard = guard
-        self._inner = inner
-
-    async def push_audio(self, frame: rtc.AudioFrame | AudioSegmentEnd) -> None:
-        if (clearing := self._guard.clearing()) is not None:
-            await asyncio.shield(clearing)  # a clear never overtakes audio that came after it
-        await self._inner.push_audio(frame)
-
-    async def clear_buffer(self) -> None:
-        await self._guard.interrupt()
-
-    def __aiter__(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
-        return self._stream()
-
-    async def _stream(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
-        async for item in self._inner:
-            self._guard.on_output(item)
-            yield item
-
-
-class _CountingList(list[Any]):
-    def __init__(self) -> None:
-        super().__init__()
-        self.appended = 0
-
-    def append(self, item: Any) -> None:
-        self.appended += 1
-        super().append(item)
-
-
-class ProtocolAudioReceiver(DataStreamAudioReceiver):
-    """livekit-agents' DataStreamAudioReceiver (topic lk.audio_stream, RPC lk.clear_buffer),
-    plus two things the guard needs:
-
-    - it counts the sender's streams it accepts (`streams_received`), so that a clear answers
-      every segment the sender has pending, also those none of whose audio came through;
-    - a clear also drops the streams queued behind the current one: the sender counts them
-      interrupted, so they must never play (1.8.9 clears only the current stream).
-
-    Both work on the base class's reader queue, `_stream_readers` (pinned by
-    tests/agent/test_plugin.py: a rename upstream fails those tests)."""
-
-    def __init__(self, room: rtc.Room, *, sender_identity: str | None = None) -> None:
-        super().__init__(room, sender_identity=sender_identity)
-        self._stream_readers = _CountingList()
-
-    @property
-    def streams_received(self) -> int:
-        readers = self._stream_readers
-        return readers.appended if isinstance(readers, _CountingList) else 0
-
-    async def start(self) -> None:
-        await super().start()
-        self.on("clear_buffer", self._drop_queued_streams)  # before any other listener
-
-    def _drop_queued_streams(self) -> None:
-        dropped = len(self._stream_readers)
-        self._stream_readers.clear()
-        if dropped:
-            logger.info("queued audio streams dropped by a clear", extra={"streams": dropped})

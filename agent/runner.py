@@ -11,7 +11,8 @@ from livekit.agents.voice.avatar import (
 )
 
 from agent.clock import Clock
-from agent.playback import PlaybackGuard, ProtocolAudioReceiver
+from agent.playback import PlaybackGuard
+from agent.protocol_receiver import ProtocolAudioReceiver
 from agent.video_generator import LipSyncVideoGenerator
 
 # The synchroniser's queues, in frames. AvatarRunner sizes both the AudioSource queue and the
@@ -54,6 +55,23 @@ def create_avatar_runner(
     )
 
 
+def create_guarded_runner(
+    room: rtc.Room,
+    *,
+    receiver: AudioReceiver,
+    generator: LipSyncVideoGenerator,
+    clock: Clock | None = None,
+) -> tuple[AvatarRunner, PlaybackGuard]:
+    """An AvatarRunner whose playback reports come from PlaybackGuard: exactly one
+    playback_started (when audio first leaves the renderer) and one playback_finished per
+    segment, and every clear answered, whatever `receiver` is."""
+    guard = PlaybackGuard(receiver=receiver, generator=generator, clock=clock)
+    runner = create_avatar_runner(
+        room, audio_recv=guard.receiver, generator=generator, video_gen=guard.generator
+    )
+    return runner, guard
+
+
 def create_protocol_runner(
     room: rtc.Room,
     *,
@@ -62,11 +80,6 @@ def create_protocol_runner(
     clock: Clock | None = None,
 ) -> tuple[AvatarRunner, PlaybackGuard]:
     """The LiveKit avatar protocol (plugin mode): `sender_identity`'s audio byte streams
-    (ProtocolAudioReceiver) rendered by `generator`, with every lk.clear_buffer answered and
-    exactly one lk.playback_started / lk.playback_finished per segment (PlaybackGuard)."""
+    (ProtocolAudioReceiver) rendered by `generator`, through PlaybackGuard."""
     receiver = ProtocolAudioReceiver(room, sender_identity=sender_identity)
-    guard = PlaybackGuard(receiver=receiver, generator=generator, clock=clock)
-    runner = create_avatar_runner(
-        room, audio_recv=guard.receiver, generator=generator, video_gen=guard.generator
-    )
-    return runner, guard
+    return create_guarded_runner(room, receiver=receiver, generator=generator, clock=clock)

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from livekit import rtc
-from livekit.agents import utils
 
 from agent.clock import Clock, LoopClock
 from agent.faces import FaceFetchError, FaceSource
 from agent.livekit_api import RoomAdmin
 from agent.metadata import FaceRef, parse_room_face
+from agent.tasks import TaskOwner
 from agent.video_generator import LipSyncVideoGenerator
 from renderer.errors import RendererInputError
 
@@ -45,7 +45,7 @@ class SessionSummary:
     duration_s: float
     frames: int
     speech_frames: int
-    dropped_frames: int  # idle frames shown mid-speech because audio came late
+    starved_frames: int  # idle frames shown mid-speech because audio came late
     slow_frames: int  # frames that took longer than a frame interval to render
     interruptions: int
     segments: int
@@ -58,7 +58,7 @@ class SessionSummary:
             "duration_s": round(self.duration_s, 3),
             "frames": self.frames,
             "speech_frames": self.speech_frames,
-            "dropped_frames": self.dropped_frames,
+            "starved_frames": self.starved_frames,
             "slow_frames": self.slow_frames,
             "interruptions": self.interruptions,
             "segments": self.segments,
@@ -105,7 +105,7 @@ class LiveSession:
         self._ended = asyncio.Event()
         self._summary: SessionSummary | None = None
         self._end_lock = asyncio.Lock()
-        self._swap_tasks: set[asyncio.Task[None]] = set()
+        self._swaps = TaskOwner("face_swap")
         self._swap_lock = asyncio.Lock()
         self.face_swaps = 0
 
@@ -146,7 +146,7 @@ class LiveSession:
             self._room.off("participant_disconnected", self._on_participant_disconnected)
             self._room.off("room_metadata_changed", self._on_room_metadata_changed)
             self._room.off("disconnected", self._on_room_disconnected)
-            await utils.aio.cancel_and_wait(*self._swap_tasks)
+            await self._swaps.aclose()
 
     def request_end(self, reason: EndReason) -> None:
         """Ask the session to end (idempotent: the first reason wins)."""
@@ -189,7 +189,7 @@ class LiveSession:
                 duration_s=self._clock.now() - self._started_at,
                 frames=stats.frames,
                 speech_frames=stats.speech_frames,
-                dropped_frames=stats.starved_frames,
+                starved_frames=stats.starved_frames,
                 slow_frames=stats.slow_frames,
                 interruptions=stats.interruptions,
                 segments=stats.segments,
@@ -228,9 +228,7 @@ class LiveSession:
         ref = parse_room_face(new)
         if ref is None or ref.version <= self._face_version:
             return
-        task = asyncio.create_task(self._swap(ref))
-        self._swap_tasks.add(task)
-        task.add_done_callback(self._swap_tasks.discard)
+        self._swaps.spawn(self._swap(ref), name=f"v{ref.version}")
 
     async def _swap(self, ref: FaceRef) -> None:
         extra = {"session_id": self._session_id, "version": ref.version}

@@ -35,7 +35,7 @@ from agent.livekit_api import LiveKitRoomAdmin
 from agent.metadata import DispatchMetadata, MetadataError, parse_dispatch_metadata
 from agent.passthrough import ParticipantAudioReceiver
 from agent.playback import PlaybackGuard
-from agent.runner import create_avatar_runner, create_protocol_runner
+from agent.runner import create_avatar_runner, create_guarded_runner, create_protocol_runner
 from agent.session import LiveSession
 from agent.video_generator import LipSyncVideoGenerator
 from renderer import FaceAsset
@@ -85,6 +85,7 @@ def create_server(settings: AgentSettings | None = None) -> AgentServer:
         load_fnc=load,
         load_threshold=1.0,
         num_idle_processes=min(settings.agent_max_streams, 2),
+        port=settings.agent_http_port,
         ws_url=settings.livekit_url,
         api_key=settings.livekit_api_key,
         api_secret=(
@@ -156,7 +157,10 @@ class _Job:
             )
         else:
             receiver, conversation = await self._audio_source(room, generator)
-            runner = create_avatar_runner(room, audio_recv=receiver, generator=generator)
+            if conversation is None:
+                runner = create_avatar_runner(room, audio_recv=receiver, generator=generator)
+            else:  # the session hears playback from the avatar's output (PlaybackGuard)
+                runner, guard = create_guarded_runner(room, receiver=receiver, generator=generator)
         empty_timeout_s = meta.options.empty_timeout_seconds or settings.agent_empty_timeout_s
         try:
             # publishes with the first (idle) frame, before any words; in plugin mode it first
@@ -169,6 +173,8 @@ class _Job:
             )
             return
         self._closers.append(runner.aclose)
+        if conversation is not None:
+            conversation.greet_when_heard(room)  # the voice track is published now
 
         async def stop_pipeline() -> None:
             # say nothing more: drop queued speech; the frame in hand finishes
@@ -209,6 +215,9 @@ class _Job:
         token = self.meta.options.avatar_token
         if not token or not self.settings.livekit_url:
             raise MetadataError("plugin mode needs options.avatar_token and LIVEKIT_URL")
+        # the job's own connection (livekit-agents warns, and may not finalise the job, without
+        # it); it subscribes to nothing: the avatar speaks through the room joined below
+        await self.ctx.connect(auto_subscribe=AutoSubscribe.SUBSCRIBE_NONE)
         room = rtc.Room()
         await room.connect(self.settings.livekit_url, token)
         self._own_room = room

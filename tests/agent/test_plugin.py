@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,11 +26,13 @@ from livekit.agents import AgentSession
 from livekit.agents.voice.avatar import DataStreamAudioOutput, DataStreamAudioReceiver
 from livekit.agents.voice.io import PlaybackFinishedEvent
 
+from agent.config import AGENT_NAME
 from agent.metadata import parse_dispatch_metadata
 from agent.playback import PlaybackGuard
-from agent.plugin import AtlasAvatarError, AvatarSession, mint_avatar_token
 from agent.runner import create_avatar_runner, create_protocol_runner
 from agent.video_generator import LipSyncVideoGenerator
+from atlas import plugin
+from atlas.plugin import AtlasAvatarError, AvatarSession, mint_avatar_token
 from renderer import FaceAsset, RendererOptions
 from tests.agent.audio_support import audio_frames, tone_bursts
 from tests.agent.fakes import FakeHub, FakeRoom
@@ -172,12 +178,16 @@ async def test_without_the_guard_avatar_runner_misses_the_second_playback_finish
         await eventually(lambda: stats.segments == 2)  # the renderer ended both segments
         frames = stats.frames
         await eventually(lambda: stats.frames >= frames + 3)  # the runner moved on past the end
-        await asyncio.sleep(0.2)  # any RPC in flight lands
-        assert link.methods().count("lk.playback_finished") == 1
-        waiting = asyncio.ensure_future(link.output.wait_for_playout())
-        await asyncio.sleep(0.05)
-        assert not waiting.done()  # the sending agent is wedged
-        waiting.cancel()
+        # a marker through the receiver's ordered RPC queue: once it has reached the agent,
+        # every notification the runner queued before it has too
+        marker = 123.0
+        runner._audio_recv.notify_playback_finished(playback_position=marker, interrupted=False)
+        finishes = lambda: link.calls("lk.playback_finished")  # noqa: E731
+        await eventually(lambda: any(c["playback_position"] == marker for c in finishes()))
+        real = [c for c in finishes() if c["playback_position"] != marker]
+        # two segments captured, one finished: the sending agent's wait_for_playout would never
+        # have returned without our marker
+        assert len(real) == 1 and link.output.captured_playout_segments == 2
     finally:
         await runner.aclose()
         await link.generator.aclose()
@@ -220,6 +230,33 @@ async def test_a_clear_with_nothing_playing_is_still_answered(link: Link) -> Non
     assert payload["playback_position"] == 0.0 and payload["interrupted"] is True
 
 
+async def test_the_last_playback_finished_reaches_the_sender_when_the_avatar_closes(
+    face: FaceAsset, options: RendererOptions
+) -> None:
+    """The session ends (the worker interrupts, then closes the runner at once): the answer
+    queued for the sender must go out before the receiver closes, or the agent waits for ever."""
+    link, runner, guard = await _link(face, options, guarded=True)
+    try:
+        await link.say(segment(options, 3.0), options.sample_rate)
+        await asyncio.wait_for(link.started.get(), HANG_S)
+        assert guard is not None
+        deliver = link.hub.rpc
+
+        async def over_the_network(*args: Any) -> str:
+            await asyncio.sleep(0.05)  # an RPC takes a round trip: it is in flight at close
+            return await deliver(*args)
+
+        link.hub.rpc = over_the_network  # type: ignore[method-assign]
+        await guard.interrupt()
+        await runner.aclose()
+        assert link.methods().count("lk.playback_finished") == 1
+        finished = link.finished.get_nowait()
+        assert finished.interrupted and 0 < finished.playback_position < 3.0
+    finally:
+        await runner.aclose()
+        await link.generator.aclose()
+
+
 # -- AvatarSession ----------------------------------------------------------------------------
 
 
@@ -251,6 +288,7 @@ async def test_avatar_session_dispatches_the_worker_and_routes_audio(
     avatar = AvatarSession(
         face_url="https://example.com/face.jpg",
         max_duration_seconds=900,
+        empty_timeout_seconds=20,
         livekit_url=fake_livekit.url,
         api_key=fake_livekit.api_key,
         api_secret=fake_livekit.api_secret,
@@ -263,6 +301,7 @@ async def test_avatar_session_dispatches_the_worker_and_routes_audio(
         assert meta.mode == "plugin" and meta.session_id == avatar.session_id
         assert meta.face.url == "https://example.com/face.jpg" and meta.face.version == 1
         assert meta.max_duration_seconds == 900
+        assert meta.options.empty_timeout_seconds == 20
         assert meta.options.sender_identity == AGENT
         assert meta.options.avatar_identity == AVATAR
         assert meta.options.avatar_token is not None
@@ -305,3 +344,25 @@ async def test_avatar_session_refuses_bad_configuration(
         await avatar.start(AgentSession(), room)  # type: ignore[arg-type]
     assert fake_livekit.api_secret not in str(err.value)
     await avatar.aclose()
+
+
+def test_the_plugin_names_the_worker_it_dispatches() -> None:
+    assert plugin.AGENT_NAME == AGENT_NAME
+
+
+def test_an_entrypoint_named_agent_py_can_import_the_plugin(tmp_path: Path) -> None:
+    """LiveKit's quickstarts call the entrypoint agent.py: there `import agent` is that file."""
+    script = tmp_path / "agent.py"
+    script.write_text(
+        "import agent, atlas.plugin\n"
+        "assert agent.__file__ == __file__, 'the script should shadow the project package'\n"
+        "if __name__ == '__main__':\n"
+        "    print(atlas.plugin.AvatarSession.__name__)\n"
+    )
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": root}
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "AvatarSession"

@@ -179,8 +179,9 @@ async def test_clear_finishes_every_pending_segment_once(rig: Rig) -> None:
     await settle()
     assert generator.clears == 1 and generator.queue.empty()
     assert receiver.finished() == [(0.1, True), (0.0, True), (0.0, True)]
-    # each segment heard started before its finished
-    assert [kind for kind, *_ in receiver.notices] == ["started", "finished"] * 3
+    # only the segment that played was started; the two that never did are skipped, so the
+    # sender records them as unheard (a started would make them "partial")
+    assert [kind for kind, *_ in receiver.notices] == ["started"] + ["finished"] * 3
     # the cleared stream's trailer is not a new segment; the next segment plays normally
     receiver.send(AudioSegmentEnd(), frame(), AudioSegmentEnd())
     await settle()
@@ -227,8 +228,8 @@ async def test_a_segment_end_the_renderer_never_reports_finishes_by_its_deadline
     generator.release(2)
     await settle()
     assert receiver.finished() == []
-    # due: 0.2 s of audio queued plus the grace
-    await clock.advance(0.2 + GRACE_S - 0.1)
+    # due: the grace after the last audio came out
+    await clock.advance(GRACE_S - 0.1)
     assert receiver.finished() == []
     await clock.advance(0.2)
     await settle()
@@ -243,7 +244,52 @@ async def test_interrupt_from_our_side_answers_pending_segments(rig: Rig) -> Non
     receiver.send(frame(), AudioSegmentEnd())
     await settle()
     await guard.interrupt()
-    assert receiver.finished() == [(0.0, True)]
+    assert receiver.notices == [("finished", 0.0, True)]  # never played: no started
     assert generator.clears == 1
     await guard.interrupt()  # nothing pending: nothing more to say
     assert receiver.finished() == [(0.0, True)]
+
+
+async def test_a_backend_slower_than_real_time_plays_every_segment_to_its_end(rig: Rig) -> None:
+    """The watchdog follows the renderer's progress: 1 s of audio rendered at a fifth of real
+    time (5 s, far past 1 s queued + the grace) still finishes whole, not interrupted."""
+    receiver, generator, guard, _pump, clock = rig
+    receiver.send(*[frame() for _ in range(10)], AudioSegmentEnd())
+    await settle()
+    for _ in range(10):
+        await clock.advance(0.5)  # a slice comes out every 0.5 s
+        generator.release(1)
+        await settle()
+    assert receiver.finished() == [] and guard.stats.playout_timeouts == 0
+    generator.release(1)  # the segment's end
+    await settle()
+    assert receiver.finished() == [(1.0, False)]
+
+
+async def test_closing_sends_the_pending_finish_before_the_receiver_closes() -> None:
+    """The session's end interrupts, then closes at once: the answer must still go out first."""
+    closed_with: list[list[tuple[str, float, bool]]] = []
+
+    class SlowNotifyReceiver(ScriptedReceiver):
+        async def notify_playback_finished(  # type: ignore[override]
+            self, playback_position: float, interrupted: bool
+        ) -> None:
+            await asyncio.sleep(0)  # an RPC: the answer takes a round trip to go out
+            super().notify_playback_finished(playback_position, interrupted)
+
+        async def aclose(self) -> None:
+            closed_with.append(list(self.notices))
+
+    receiver = SlowNotifyReceiver()
+    generator = EchoGenerator()
+    guard = PlaybackGuard(receiver=receiver, generator=generator, clock=FakeClock())
+    await guard.receiver.start()
+    pump = Pump(guard)
+    receiver.send(frame(), frame(), AudioSegmentEnd())
+    await settle()
+    generator.release(1)  # playing
+    await settle()
+    receiver.emit("clear_buffer")
+    await guard.receiver.aclose()  # no settling in between
+    await pump.aclose()
+    assert closed_with == [[("started", 0.0, False), ("finished", 0.1, True)]]

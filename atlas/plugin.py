@@ -1,6 +1,6 @@
 """Use our avatar from any LiveKit agent, like the Tavus, Simli or Bey plugins:
 
-    from agent.plugin import AvatarSession
+    from atlas.plugin import AvatarSession
 
     avatar = AvatarSession(face_url="https://example.com/face.jpg")
     await avatar.start(session, room=ctx.room)  # before session.start(...)
@@ -15,10 +15,18 @@ of each per segment). The avatar publishes lip-synced video and the audio it spe
 
 Credentials come from the arguments or LiveKit's standard variables (LIVEKIT_URL,
 LIVEKIT_API_KEY, LIVEKIT_API_SECRET): the ones the agent's own worker already has.
+
+This module lives in `atlas`, not `agent`, and imports nothing from `agent`: LiveKit's
+quickstarts name the entrypoint file `agent.py`, and a script's own directory comes first on
+sys.path, so in such a project `import agent` finds that file, never our package. The dispatch
+metadata below is therefore built here as plain JSON; tests/agent/test_plugin.py parses it with
+the worker's own contract (agent.metadata) so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import os
 import secrets
@@ -26,18 +34,20 @@ from datetime import timedelta
 from typing import Any, Literal, Protocol
 
 from livekit import api, rtc
-from livekit.agents import AgentSession, get_job_context
+from livekit.agents import AgentSession, get_job_context, utils
 from livekit.agents.voice.avatar import AvatarSession as BaseAvatarSession
 from livekit.agents.voice.avatar import DataStreamAudioOutput
 from livekit.agents.voice.room_io import ATTRIBUTE_PUBLISH_ON_BEHALF
 
-from agent.config import AGENT_NAME
-from agent.metadata import DispatchMetadata, FaceRef, SessionOptions
+logger = logging.getLogger("atlas.plugin")
 
-logger = logging.getLogger("agent")
+# The worker's agent_name (agent.config.AGENT_NAME; a test keeps the two equal).
+AGENT_NAME = "atlas-avatar"
 
 DEFAULT_AVATAR_IDENTITY = "atlas-avatar-agent"
 DEFAULT_AVATAR_NAME = "Atlas avatar"
+# The agent's own voice once the avatar has gone (what RoomIO publishes by default).
+FALLBACK_SAMPLE_RATE = 24000
 # The avatar's token outlives the session's max duration by this much (joins, reconnects).
 TOKEN_MARGIN_S = 300
 
@@ -132,7 +142,8 @@ class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
         super().__init__()
         if (face_url is None) == (face_storage_key is None):
             raise AtlasAvatarError("give exactly one of face_url or face_storage_key")
-        self._face = FaceRef(url=face_url, storage_key=face_storage_key, version=1)
+        face = {"url": face_url} if face_url is not None else {"storage_key": face_storage_key}
+        self._face: dict[str, Any] = {**face, "version": 1}
         self._avatar_identity = avatar_identity
         self._avatar_name = avatar_name
         self._agent_name = agent_name
@@ -143,6 +154,10 @@ class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
         self._secret = api_secret or os.environ.get("LIVEKIT_API_SECRET")
         self._dispatcher = dispatcher
         self._session_id = new_session_id()
+        self._session: AgentSession[Any] | None = None
+        self._agent_room: rtc.Room | None = None
+        self._fallback_task: asyncio.Task[None] | None = None
+        self._own_voice: Any = None  # the agent's own audio output once the avatar has gone
 
     @property
     def avatar_identity(self) -> str:
@@ -187,9 +202,36 @@ class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
                 wait_playback_start=True,  # the avatar reports real playback starts
             )
         )
+        self._session, self._agent_room = agent_session, room
+        room.on("participant_disconnected", self._on_participant_disconnected)
+
+    def _on_participant_disconnected(self, participant: rtc.RemoteParticipant) -> None:
+        if participant.identity == self._avatar_identity and self._fallback_task is None:
+            self._fallback_task = asyncio.create_task(self._speak_without_the_avatar())
+
+    async def _speak_without_the_avatar(self) -> None:
+        """The avatar has gone (its max duration, or a failure): the agent speaks on its own
+        audio track from now on, instead of streaming to nobody and never hearing back."""
+        assert self._session is not None and self._agent_room is not None
+        logger.warning(
+            "the avatar left; the agent publishes its own voice", extra={"room": self._room_name}
+        )
+        # livekit-agents' own RoomIO audio output (private in 1.8.9; the plugin e2e scenario,
+        # tests/e2e/test_plugin.py, fails if it moves)
+        from livekit.agents.voice.room_io._output import _ParticipantAudioOutput
+
+        output = _ParticipantAudioOutput(
+            self._agent_room,
+            sample_rate=FALLBACK_SAMPLE_RATE,
+            num_channels=1,
+            track_publish_options=rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE),
+        )
+        await output.start()
+        self._own_voice = output
+        self._session.output.replace_audio_tail(output)
 
     def dispatch_metadata(self, *, room: str, sender_identity: str) -> str:
-        """The worker's dispatch metadata (mode plugin), validated by its own contract."""
+        """The worker's dispatch metadata (mode plugin; agent/README.md, "Contracts")."""
         assert self._key is not None and self._secret is not None
         token = mint_avatar_token(
             api_key=self._key,
@@ -200,21 +242,33 @@ class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
             publish_on_behalf=sender_identity,
             ttl_s=self._max_duration_s + TOKEN_MARGIN_S,
         )
-        meta = DispatchMetadata(
-            session_id=self._session_id,
-            mode="plugin",
-            face=self._face,
-            max_duration_seconds=self._max_duration_s,
-            options=SessionOptions(
-                sender_identity=sender_identity,
-                avatar_identity=self._avatar_identity,
-                avatar_token=token,
-                empty_timeout_seconds=self._empty_timeout_s,
-            ),
-        )
-        return meta.model_dump_json(exclude_none=True)
+        options: dict[str, Any] = {
+            "sender_identity": sender_identity,
+            "avatar_identity": self._avatar_identity,
+            "avatar_token": token,
+        }
+        if self._empty_timeout_s is not None:
+            options["empty_timeout_seconds"] = self._empty_timeout_s
+        meta = {
+            "session_id": self._session_id,
+            "mode": "plugin",
+            "face": self._face,
+            "max_duration_seconds": self._max_duration_s,
+            "options": options,
+        }
+        return json.dumps(meta)
+
+    @property
+    def _room_name(self) -> str:
+        return self._agent_room.name if self._agent_room is not None else ""
 
     async def aclose(self) -> None:
+        if self._agent_room is not None:
+            self._agent_room.off("participant_disconnected", self._on_participant_disconnected)
+        if self._fallback_task is not None:
+            await utils.aio.cancel_and_wait(self._fallback_task)
+        if self._own_voice is not None:
+            await self._own_voice.aclose()
         await super().aclose()
         if self._dispatcher is not None:
             await self._dispatcher.aclose()
