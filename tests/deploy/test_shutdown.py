@@ -1,8 +1,9 @@
 """Graceful shutdown on real processes: `atlas worker` mid-job and `atlas serve` mid-request.
 
 Each worker test renders a real job with the real renderer on SQLite in a temp data dir, and
-signals the worker while the render is under way (the job's own progress, as the worker's
-heartbeats write it, says so).
+signals the worker while the render is under way. The worker runs with a test-only pause point
+(tests/deploy/paused_worker.py): its render stops at 10% until the test lets it go on, so the
+signal lands mid-render however fast or slow the machine is.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import sys
 import wave
 from pathlib import Path
 from typing import Any
@@ -25,13 +27,15 @@ import requests
 from session_api.auth import create_key
 from session_api.config import Settings
 from session_api.main import create_app
+from tests.audio_match import assert_same_audio
 from tests.processes import ATLAS, Procs, free_port, wait_until
 
 from .conftest import FIXTURES, atlas_env
 
 SPEECH = FIXTURES / "speech.wav"
 FACE = FIXTURES / "face.jpg"
-REPEATS = 2  # ~15 s of speech: a render long enough to signal it halfway
+REPEATS = 2  # ~15 s of speech
+HANG_GUARD_S = 180  # waits for an event end here only if something is broken
 
 
 def long_speech(repeats: int = REPEATS) -> bytes:
@@ -90,18 +94,44 @@ def worker_env(data_dir: Path) -> dict[str, str]:
     )
 
 
-def signal_mid_render(proc: subprocess.Popen[bytes], data_dir: Path, job_id: str) -> int:
-    """Wait until the job is rendering and not yet half done, then SIGTERM the worker."""
+class PausedWorker:
+    """`atlas worker` whose render pauses at 10% until resume() (tests/deploy/paused_worker.py)."""
 
-    def rendering() -> int:
-        row = job_row(data_dir, job_id)
-        assert row["status"] in {"pending", "processing"}, row  # it must not finish unsignalled
-        return int(row["progress"]) if row["status"] == "processing" else 0
+    def __init__(self, procs: Procs, env: dict[str, str], *args: str) -> None:
+        self.procs = procs
+        self.gate = procs.tmp / f"gate-{len(procs.running)}"
+        self.gate.mkdir()
+        log_path = procs.tmp / f"paused-worker-{len(procs.running)}.log"
+        command = [sys.executable, "-m", "tests.deploy.paused_worker", str(self.gate), "worker"]
+        with log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [*command, *args], env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        procs.running.append(self.proc)
+        procs.logs[self.proc.pid] = log_path
 
-    progress = wait_until(rendering, limit_s=120, step_s=0.02)
-    assert 0 < progress < 50, f"signal at {progress}%: not mid-render"
-    proc.send_signal(signal.SIGTERM)
-    return int(progress)
+    def wait_paused(self, data_dir: Path, job_id: str) -> float:
+        """Block until the render is paused mid-way; the job is then in hand and unfinished."""
+        paused = self.gate / "paused"
+        wait_until(lambda: paused.exists() or self.proc.poll() is not None, limit_s=HANG_GUARD_S)
+        assert paused.exists(), self.log()[-3000:]
+        fraction = float(paused.read_text())
+        assert 0 < fraction < 1
+        assert job_row(data_dir, job_id)["status"] == "processing"
+        return fraction
+
+    def resume(self) -> None:
+        (self.gate / "resume").touch()
+
+    def signal(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+
+    def wait_log(self, text: str) -> None:
+        wait_until(lambda: text in self.log() or self.proc.poll() is not None, limit_s=HANG_GUARD_S)
+        assert text in self.log(), self.log()[-3000:]
+
+    def log(self) -> str:
+        return self.procs.log(self.proc)
 
 
 def exit_code(proc: subprocess.Popen[bytes], procs: Procs, limit_s: float = 120) -> int:
@@ -117,19 +147,25 @@ def check_output(data_dir: Path, row: dict[str, Any]) -> None:
     with av.open(str(path)) as container:
         frames = sum(1 for _ in container.decode(video=0))
     assert frames >= int(7.7 * REPEATS * 25) - 2
+    source = data_dir / "input.wav"
+    source.write_bytes(long_speech())
+    assert_same_audio(path, source)  # the whole input, in time
 
 
 def test_worker_sigterm_finishes_the_job_in_hand(procs: Procs, tmp_path: Path) -> None:
     data = tmp_path / "data"
     job_id = submit(data)
-    worker = procs.start(worker_env(data), "worker", "--drain-timeout", "300")
-    signal_mid_render(worker, data, job_id)
-    assert exit_code(worker, procs) == 0, procs.log(worker)[-3000:]
+    worker = PausedWorker(procs, worker_env(data), "--drain-timeout", "300")
+    worker.wait_paused(data, job_id)
+    worker.signal()
+    worker.wait_log("worker draining")  # it heard the signal with the render still in hand
+    worker.resume()
+    assert exit_code(worker.proc, procs) == 0, worker.log()[-3000:]
     row = job_row(data, job_id)
     assert row["status"] == "completed" and row["attempts"] == 1 and row["lease_owner"] is None
     check_output(data, row)
-    log = procs.log(worker)
-    assert "worker draining" in log and "job completed" in log and "worker stopped" in log
+    log = worker.log()
+    assert log.index("worker draining") < log.index("job completed") < log.index("worker stopped")
 
 
 def test_worker_sigterm_past_the_drain_timeout_releases_the_job(
@@ -138,9 +174,12 @@ def test_worker_sigterm_past_the_drain_timeout_releases_the_job(
     data = tmp_path / "data"
     job_id = submit(data)
     env = worker_env(data)
-    first = procs.start(env, "worker", "--drain-timeout", "0")
-    signal_mid_render(first, data, job_id)
-    assert exit_code(first, procs) == 0, procs.log(first)[-3000:]
+    first = PausedWorker(procs, env, "--drain-timeout", "0")
+    first.wait_paused(data, job_id)
+    first.signal()
+    first.wait_log("job released")
+    first.resume()  # the render thread goes on to its next progress report, and stops there
+    assert exit_code(first.proc, procs) == 0, first.log()[-3000:]
     # Handed back untouched: pending, unowned, the interrupted attempt not counted, no output.
     row = job_row(data, job_id)
     assert row == {
@@ -150,14 +189,14 @@ def test_worker_sigterm_past_the_drain_timeout_releases_the_job(
         "progress": 0,
         "output_key": None,
     }
-    assert "job released" in procs.log(first)
+    assert "job completed" not in first.log()
     assert not list((data / "storage" / "jobs" / job_id).glob("output*"))
 
     # No job is lost: the next worker takes it and finishes it.
     second = procs.start(env, "worker")
     done = wait_until(
         lambda: (r := job_row(data, job_id))["status"] in {"completed", "failed"} and r,
-        limit_s=180,
+        limit_s=HANG_GUARD_S,
         step_s=0.1,
     )
     assert done["status"] == "completed" and done["attempts"] == 1, done
@@ -169,14 +208,17 @@ def test_worker_sigterm_past_the_drain_timeout_releases_the_job(
 def test_worker_second_signal_releases_at_once(procs: Procs, tmp_path: Path) -> None:
     data = tmp_path / "data"
     job_id = submit(data)
-    worker = procs.start(worker_env(data), "worker", "--drain-timeout", "600")
-    signal_mid_render(worker, data, job_id)
-    wait_until(lambda: "worker stopping" in procs.log(worker), limit_s=30)
-    worker.send_signal(signal.SIGTERM)  # the operator insists: do not wait for the render
-    assert exit_code(worker, procs) == 0, procs.log(worker)[-3000:]
+    worker = PausedWorker(procs, worker_env(data), "--drain-timeout", "600")
+    worker.wait_paused(data, job_id)
+    worker.signal()
+    worker.wait_log("worker draining")
+    worker.signal()  # the operator insists: do not wait for the render
+    worker.wait_log("job released")
+    worker.resume()
+    assert exit_code(worker.proc, procs) == 0, worker.log()[-3000:]
     row = job_row(data, job_id)
     assert row["status"] == "pending" and row["attempts"] == 0 and row["lease_owner"] is None
-    assert "job released" in procs.log(worker)
+    assert "job completed" not in worker.log()
 
 
 # --- the API -----------------------------------------------------------------------------------
