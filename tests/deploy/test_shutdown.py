@@ -2,7 +2,7 @@
 
 Each worker test renders a real job with the real renderer on SQLite in a temp data dir, and
 signals the worker while the render is under way. The worker runs with a test-only pause point
-(tests/deploy/paused_worker.py): its render stops at 10% until the test lets it go on, so the
+(tests/paused_worker.py): its render stops at 10% until the test lets it go on, so the
 signal lands mid-render however fast or slow the machine is.
 """
 
@@ -14,7 +14,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import wave
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from session_api.auth import create_key
 from session_api.config import Settings
 from session_api.main import create_app
 from tests.audio_match import assert_same_audio
+from tests.paused_worker import PausedWorker
 from tests.processes import ATLAS, Procs, free_port, wait_until
 
 from .conftest import FIXTURES, atlas_env
@@ -94,44 +94,10 @@ def worker_env(data_dir: Path) -> dict[str, str]:
     )
 
 
-class PausedWorker:
-    """`atlas worker` whose render pauses at 10% until resume() (tests/deploy/paused_worker.py)."""
-
-    def __init__(self, procs: Procs, env: dict[str, str], *args: str) -> None:
-        self.procs = procs
-        self.gate = procs.tmp / f"gate-{len(procs.running)}"
-        self.gate.mkdir()
-        log_path = procs.tmp / f"paused-worker-{len(procs.running)}.log"
-        command = [sys.executable, "-m", "tests.deploy.paused_worker", str(self.gate), "worker"]
-        with log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [*command, *args], env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-        procs.running.append(self.proc)
-        procs.logs[self.proc.pid] = log_path
-
-    def wait_paused(self, data_dir: Path, job_id: str) -> float:
-        """Block until the render is paused mid-way; the job is then in hand and unfinished."""
-        paused = self.gate / "paused"
-        wait_until(lambda: paused.exists() or self.proc.poll() is not None, limit_s=HANG_GUARD_S)
-        assert paused.exists(), self.log()[-3000:]
-        fraction = float(paused.read_text())
-        assert 0 < fraction < 1
-        assert job_row(data_dir, job_id)["status"] == "processing"
-        return fraction
-
-    def resume(self) -> None:
-        (self.gate / "resume").touch()
-
-    def signal(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-
-    def wait_log(self, text: str) -> None:
-        wait_until(lambda: text in self.log() or self.proc.poll() is not None, limit_s=HANG_GUARD_S)
-        assert text in self.log(), self.log()[-3000:]
-
-    def log(self) -> str:
-        return self.procs.log(self.proc)
+def paused(worker: PausedWorker, data_dir: Path, job_id: str) -> None:
+    """The worker's render is paused mid-way: the job is in hand and unfinished."""
+    assert 0 < worker.wait_paused() < 1
+    assert job_row(data_dir, job_id)["status"] == "processing"
 
 
 def exit_code(proc: subprocess.Popen[bytes], procs: Procs, limit_s: float = 120) -> int:
@@ -156,7 +122,7 @@ def test_worker_sigterm_finishes_the_job_in_hand(procs: Procs, tmp_path: Path) -
     data = tmp_path / "data"
     job_id = submit(data)
     worker = PausedWorker(procs, worker_env(data), "--drain-timeout", "300")
-    worker.wait_paused(data, job_id)
+    paused(worker, data, job_id)
     worker.signal()
     worker.wait_log("worker draining")  # it heard the signal with the render still in hand
     worker.resume()
@@ -175,7 +141,7 @@ def test_worker_sigterm_past_the_drain_timeout_releases_the_job(
     job_id = submit(data)
     env = worker_env(data)
     first = PausedWorker(procs, env, "--drain-timeout", "0")
-    first.wait_paused(data, job_id)
+    paused(first, data, job_id)
     first.signal()
     first.wait_log("job released")
     first.resume()  # the render thread goes on to its next progress report, and stops there
@@ -209,7 +175,7 @@ def test_worker_second_signal_releases_at_once(procs: Procs, tmp_path: Path) -> 
     data = tmp_path / "data"
     job_id = submit(data)
     worker = PausedWorker(procs, worker_env(data), "--drain-timeout", "600")
-    worker.wait_paused(data, job_id)
+    paused(worker, data, job_id)
     worker.signal()
     worker.wait_log("worker draining")
     worker.signal()  # the operator insists: do not wait for the render
