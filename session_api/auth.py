@@ -1,10 +1,17 @@
-"""API keys: generated once, stored as SHA-256 hashes, looked up and compared in constant time."""
+"""API keys: generated once, stored as SHA-256 hashes, looked up and compared in constant time.
+
+Verified keys are cached for KEY_CACHE_TTL_S, so a hot poll loop does not read the key row on
+every request; a key revoked elsewhere (another process, `atlas keys revoke`) stops working
+within that time.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -19,6 +26,8 @@ KEY_PREFIX = "sk_live_"
 PREFIX_CHARS = 4  # shown prefix: "sk_live_A7xQ"
 _BEARER = "bearer "
 _INVALID_FORMAT = "Invalid Authorization format. Use: Authorization: Bearer <api_key>"
+KEY_CACHE_TTL_S = 1.0  # revocation bites within this (the spec allows 2 s)
+KEY_CACHE_MAX = 4096  # entries; only verified keys are cached, so this bounds memory
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,6 +50,45 @@ class NewKey:
     webhook_secret: str
     rpm: int
     monthly_cap: int | None
+
+
+class KeyCache:
+    """Verified keys by digest, each trusted for `ttl_s` after it was read from the database.
+
+    Only successes are cached: an unknown or revoked key always reads the database, so a new key
+    works at once and the cache cannot be filled by guessing. `clock` is injectable for tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        ttl_s: float = KEY_CACHE_TTL_S,
+        max_entries: int = KEY_CACHE_MAX,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: dict[str, tuple[float, AuthedKey]] = {}
+
+    def get(self, digest: str) -> AuthedKey | None:
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        expires_at, key = entry
+        if self.clock() >= expires_at:
+            del self._entries[digest]
+            return None
+        return key
+
+    def put(self, digest: str, key: AuthedKey) -> None:
+        self._entries.pop(digest, None)
+        if len(self._entries) >= self.max_entries:  # drop the oldest (dicts keep insertion order)
+            del self._entries[next(iter(self._entries))]
+        self._entries[digest] = (self.clock() + self.ttl_s, key)
+
+    def clear(self) -> None:
+        self._entries.clear()
 
 
 def hash_key(key: str) -> str:
@@ -68,9 +116,14 @@ def parse_bearer(header: str | None) -> str:
     return key
 
 
-async def authenticate(db: Database, header: str | None) -> AuthedKey:
+async def authenticate(
+    db: Database, header: str | None, *, cache: KeyCache | None = None
+) -> AuthedKey:
     key = parse_bearer(header)
     digest = hash_key(key)
+    cached = cache.get(digest) if cache is not None else None
+    if cached is not None:
+        return cached
     try:
         row = await db.read(
             lambda session: session.execute(
@@ -82,7 +135,7 @@ async def authenticate(db: Database, header: str | None) -> AuthedKey:
     # The index finds the row by hash; the compare below keeps the final check constant-time.
     if row is None or not hmac.compare_digest(row.key_hash, digest) or row.revoked_at is not None:
         raise Forbidden()
-    return AuthedKey(
+    authed = AuthedKey(
         id=row.id,
         name=row.name,
         key_prefix=row.key_prefix,
@@ -91,6 +144,9 @@ async def authenticate(db: Database, header: str | None) -> AuthedKey:
         webhook_secret=row.webhook_secret,
         max_session_s=row.max_session_s,
     )
+    if cache is not None:
+        cache.put(digest, authed)
+    return authed
 
 
 async def create_key(

@@ -12,7 +12,8 @@ from session_api.ratelimit import WindowState
 from session_api.services import Services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a hop per request.
     return cast(Services, request.app.state.services)
 
 
@@ -30,7 +31,7 @@ async def get_caller(
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Caller:
     """Authenticate the key (401/403/503), then count the request against its rate limit."""
-    key = await authenticate(services.db, authorization)
+    key = await authenticate(services.db, authorization, cache=services.key_cache)
     window = await services.limiter.hit(key.id, key.rpm)
     return Caller(key=key, window=window)
 

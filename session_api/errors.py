@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger("session_api")
@@ -211,6 +212,13 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _dependency_down(_: Request, exc: Exception) -> JSONResponse:
+    # A database or network error no route handled: a backing service is down or restarting
+    # (docs: 503 means retry), not a bug in the request. The first request after it is back works.
+    logger.warning("dependency unavailable", extra={"error_type": type(exc).__name__})
+    return error_response(503, TemporarilyUnavailable.code, TemporarilyUnavailable.default_message)
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error", extra={"error_type": type(exc).__name__})
     return error_response(500, "internal_error", "Unexpected server error.")
@@ -220,4 +228,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(SQLAlchemyError, _dependency_down)
+    app.add_exception_handler(OSError, _dependency_down)
     app.add_exception_handler(Exception, _unexpected)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from renderer.options import RendererOptions
+from session_api.auth import KeyCache
 from session_api.clock import Clock, utcnow
 from session_api.config import Settings
 from session_api.db.migrate import upgrade
@@ -80,6 +81,7 @@ class Services:
     realtime: RealtimeService | None = None
     reaper: Reaper | None = None
     tasks: TaskOwner = field(default_factory=TaskOwner)
+    key_cache: KeyCache = field(default_factory=KeyCache)
 
     async def aclose(self) -> None:
         for closer in (self.worker, self.sender, self.cleaner, self.reaper):

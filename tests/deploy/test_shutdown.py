@@ -1,8 +1,9 @@
 """Graceful shutdown on real processes: `atlas worker` mid-job and `atlas serve` mid-request.
 
 Each worker test renders a real job with the real renderer on SQLite in a temp data dir, and
-signals the worker while the render is under way (the job's own progress, as the worker's
-heartbeats write it, says so).
+signals the worker while the render is under way. The worker runs with a test-only pause point
+(tests/paused_worker.py): its render stops at 10% until the test lets it go on, so the
+signal lands mid-render however fast or slow the machine is.
 """
 
 from __future__ import annotations
@@ -25,10 +26,13 @@ import requests
 from session_api.auth import create_key
 from session_api.config import Settings
 from session_api.main import create_app
+from tests.audio_match import assert_same_audio
 from tests.paths import FACE, SPEECH
+from tests.paused_worker import PausedWorker
 from tests.processes import ATLAS, Procs, atlas_env, free_port, wait_until
 
-REPEATS = 2  # ~15 s of speech: a render long enough to signal it halfway
+REPEATS = 2  # ~15 s of speech
+HANG_GUARD_S = 180  # waits for an event end here only if something is broken
 
 
 def long_speech(repeats: int = REPEATS) -> bytes:
@@ -87,18 +91,10 @@ def worker_env(data_dir: Path) -> dict[str, str]:
     )
 
 
-def signal_mid_render(proc: subprocess.Popen[bytes], data_dir: Path, job_id: str) -> int:
-    """Wait until the job is rendering and not yet half done, then SIGTERM the worker."""
-
-    def rendering() -> int:
-        row = job_row(data_dir, job_id)
-        assert row["status"] in {"pending", "processing"}, row  # it must not finish unsignalled
-        return int(row["progress"]) if row["status"] == "processing" else 0
-
-    progress = wait_until(rendering, limit_s=120, step_s=0.02)
-    assert 0 < progress < 50, f"signal at {progress}%: not mid-render"
-    proc.send_signal(signal.SIGTERM)
-    return int(progress)
+def paused(worker: PausedWorker, data_dir: Path, job_id: str) -> None:
+    """The worker's render is paused mid-way: the job is in hand and unfinished."""
+    assert 0 < worker.wait_paused() < 1
+    assert job_row(data_dir, job_id)["status"] == "processing"
 
 
 def exit_code(proc: subprocess.Popen[bytes], procs: Procs, limit_s: float = 120) -> int:
@@ -114,19 +110,25 @@ def check_output(data_dir: Path, row: dict[str, Any]) -> None:
     with av.open(str(path)) as container:
         frames = sum(1 for _ in container.decode(video=0))
     assert frames >= int(7.7 * REPEATS * 25) - 2
+    source = data_dir / "input.wav"
+    source.write_bytes(long_speech())
+    assert_same_audio(path, source)  # the whole input, in time
 
 
 def test_worker_sigterm_finishes_the_job_in_hand(procs: Procs, tmp_path: Path) -> None:
     data = tmp_path / "data"
     job_id = submit(data)
-    worker = procs.start(worker_env(data), "worker", "--drain-timeout", "300")
-    signal_mid_render(worker, data, job_id)
-    assert exit_code(worker, procs) == 0, procs.log(worker)[-3000:]
+    worker = PausedWorker(procs, worker_env(data), "--drain-timeout", "300")
+    paused(worker, data, job_id)
+    worker.signal()
+    worker.wait_log("worker draining")  # it heard the signal with the render still in hand
+    worker.resume()
+    assert exit_code(worker.proc, procs) == 0, worker.log()[-3000:]
     row = job_row(data, job_id)
     assert row["status"] == "completed" and row["attempts"] == 1 and row["lease_owner"] is None
     check_output(data, row)
-    log = procs.log(worker)
-    assert "worker draining" in log and "job completed" in log and "worker stopped" in log
+    log = worker.log()
+    assert log.index("worker draining") < log.index("job completed") < log.index("worker stopped")
 
 
 def test_worker_sigterm_past_the_drain_timeout_releases_the_job(
@@ -135,9 +137,12 @@ def test_worker_sigterm_past_the_drain_timeout_releases_the_job(
     data = tmp_path / "data"
     job_id = submit(data)
     env = worker_env(data)
-    first = procs.start(env, "worker", "--drain-timeout", "0")
-    signal_mid_render(first, data, job_id)
-    assert exit_code(first, procs) == 0, procs.log(first)[-3000:]
+    first = PausedWorker(procs, env, "--drain-timeout", "0")
+    paused(first, data, job_id)
+    first.signal()
+    first.wait_log("job released")
+    first.resume()  # the render thread goes on to its next progress report, and stops there
+    assert exit_code(first.proc, procs) == 0, first.log()[-3000:]
     # Handed back untouched: pending, unowned, the interrupted attempt not counted, no output.
     row = job_row(data, job_id)
     assert row == {
@@ -147,14 +152,14 @@ def test_worker_sigterm_past_the_drain_timeout_releases_the_job(
         "progress": 0,
         "output_key": None,
     }
-    assert "job released" in procs.log(first)
+    assert "job completed" not in first.log()
     assert not list((data / "storage" / "jobs" / job_id).glob("output*"))
 
     # No job is lost: the next worker takes it and finishes it.
     second = procs.start(env, "worker")
     done = wait_until(
         lambda: (r := job_row(data, job_id))["status"] in {"completed", "failed"} and r,
-        limit_s=180,
+        limit_s=HANG_GUARD_S,
         step_s=0.1,
     )
     assert done["status"] == "completed" and done["attempts"] == 1, done
@@ -166,14 +171,17 @@ def test_worker_sigterm_past_the_drain_timeout_releases_the_job(
 def test_worker_second_signal_releases_at_once(procs: Procs, tmp_path: Path) -> None:
     data = tmp_path / "data"
     job_id = submit(data)
-    worker = procs.start(worker_env(data), "worker", "--drain-timeout", "600")
-    signal_mid_render(worker, data, job_id)
-    wait_until(lambda: "worker stopping" in procs.log(worker), limit_s=30)
-    worker.send_signal(signal.SIGTERM)  # the operator insists: do not wait for the render
-    assert exit_code(worker, procs) == 0, procs.log(worker)[-3000:]
+    worker = PausedWorker(procs, worker_env(data), "--drain-timeout", "600")
+    paused(worker, data, job_id)
+    worker.signal()
+    worker.wait_log("worker draining")
+    worker.signal()  # the operator insists: do not wait for the render
+    worker.wait_log("job released")
+    worker.resume()
+    assert exit_code(worker.proc, procs) == 0, worker.log()[-3000:]
     row = job_row(data, job_id)
     assert row["status"] == "pending" and row["attempts"] == 0 and row["lease_owner"] is None
-    assert "job released" in procs.log(worker)
+    assert "job completed" not in worker.log()
 
 
 # --- the API -----------------------------------------------------------------------------------

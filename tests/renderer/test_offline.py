@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from renderer import AudioDecodeError, FaceAsset, RendererOptions, render_file
+from tests.audio_match import assert_same_audio
 
 
 def _encode_audio(
@@ -57,6 +58,9 @@ def test_renders_an_mp4_with_the_audio_duration(
         frames = list(container.decode(video=0))
     assert len(frames) == result.frames
     assert (frames[0].width, frames[0].height) == (512, 512)
+    assert_same_audio(
+        out, fixtures_dir / "speech.wav"
+    )  # the input's sound, neither silent nor late
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import types
 from collections.abc import Sequence
 from concurrent.futures import Future
 
@@ -12,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from renderer.backends.wav2lip import batching
 from renderer.backends.wav2lip.batching import BatchLoop, BatchPolicy, LoopClosedError
 from renderer.backends.wav2lip.engine import Wav2LipEngine
 from tests.renderer.wav2lip_support import (
@@ -20,6 +22,7 @@ from tests.renderer.wav2lip_support import (
 )
 
 Item = tuple[int, int]  # (stream, sequence number)
+HANG_GUARD_S = 30.0  # result waits end here only if something is broken
 
 
 class Recorder:
@@ -85,13 +88,16 @@ def test_each_stream_gets_its_own_results_in_order(
     assert max(recorder.sizes) <= max_batch
 
 
-def test_waiting_requests_are_gathered_into_one_batch() -> None:
+def test_waiting_requests_are_gathered_into_one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The loop's clock stands still: its wait deadline never comes, so the batch can only go
+    # because it is full (a loop that waited for the deadline would hang into the guard).
+    monkeypatch.setattr(batching, "time", types.SimpleNamespace(monotonic=lambda: 100.0))
     recorder = Recorder()
     loop: BatchLoop[Item, tuple[int, int, int]] = BatchLoop(
         recorder, policy=BatchPolicy(max_batch=4, max_wait_s=0.5)
     )
     futures = [loop.submit((0, i)) for i in range(4)]  # a full batch goes at once, no wait
-    assert [f.result(timeout=0.4)[2] for f in futures] == [0, 0, 0, 0]
+    assert [f.result(timeout=HANG_GUARD_S)[2] for f in futures] == [0, 0, 0, 0]
     loop.close()
     assert recorder.sizes == [4]
 
@@ -113,21 +119,22 @@ def test_a_failing_batch_fails_its_waiters_and_the_loop_goes_on() -> None:
 
 
 def test_closing_fails_what_is_still_queued() -> None:
-    gate = threading.Event()
+    running, gate = threading.Event(), threading.Event()
 
     def run(items: Sequence[int]) -> list[int]:
-        gate.wait(5)
+        running.set()
+        gate.wait(HANG_GUARD_S)
         return list(items)
 
     loop: BatchLoop[int, int] = BatchLoop(run, policy=BatchPolicy(max_batch=1, max_wait_s=0))
     first = loop.submit(1)
-    time.sleep(0.05)  # the first is running; the next two queue behind it
+    assert running.wait(HANG_GUARD_S)  # the first is running; the next two queue behind it
     queued = [loop.submit(2), loop.submit(3)]
     closer = threading.Thread(target=loop.close)
     closer.start()
     gate.set()
-    closer.join(5)
-    assert first.result(timeout=5) == 1
+    closer.join(HANG_GUARD_S)
+    assert first.result(timeout=HANG_GUARD_S) == 1
     for future in queued:
         with pytest.raises(LoopClosedError):
             future.result(timeout=5)

@@ -58,6 +58,7 @@ async def test_unknown_and_revoked_keys_are_403(api: Api) -> None:
     key = await api.new_key()
     assert (await api.client.get("/v1/me", headers=auth(key.key))).status_code == 200
     assert await revoke_key(api.services.db, key.key_prefix) == 1
+    api.services.key_cache.clear()  # expiry of a cached key: tests/session_api/test_auth_cache.py
     assert_error(await api.client.get("/v1/me", headers=auth(key.key)), 403, "forbidden")
 
 

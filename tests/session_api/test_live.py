@@ -17,7 +17,9 @@ import av
 import pytest
 import requests
 
+from tests.audio_match import assert_same_audio
 from tests.paths import FACE, SPEECH
+from tests.paused_worker import PausedWorker
 from tests.processes import ATLAS, Procs, free_port, wait_until
 
 SPEECH_SECONDS = 7.72
@@ -76,6 +78,7 @@ def check_mp4(path: Path) -> None:
         frames = sum(1 for _ in container.decode(video=0))
     assert abs(duration - speech_duration()) < 0.25
     assert frames >= int(speech_duration() * 25) - 2
+    assert_same_audio(path, SPEECH)  # the input's sound, in time
 
 
 def test_spec_python_example_against_atlas_serve(
@@ -187,7 +190,8 @@ def test_sigkilled_worker_loses_no_job(
     ).stdout.splitlines()[0]
     base = serve(procs, live_env, "--no-worker")
     headers = {"Authorization": f"Bearer {key}"}
-    first = procs.start(live_env, "worker")
+    # Its render pauses at 10% (tests/paused_worker.py): killed mid-job on any machine.
+    first = PausedWorker(procs, live_env)
     job_id = requests.post(
         f"{base}/v1/generate",
         headers=headers,
@@ -198,9 +202,10 @@ def test_sigkilled_worker_loses_no_job(
         body: dict[str, Any] = requests.get(f"{base}/v1/jobs/{job_id}", headers=headers).json()
         return body
 
-    wait_until(lambda: job()["status"] == "processing", limit_s=60, step_s=0.05)
-    first.send_signal(signal.SIGKILL)  # mid-job: no cleanup, no goodbye
-    first.wait()
+    assert 0 < first.wait_paused() < 1
+    assert job()["status"] == "processing"
+    first.proc.send_signal(signal.SIGKILL)  # mid-job: no cleanup, no goodbye
+    first.proc.wait()
     assert job()["status"] == "processing"
     procs.start(live_env, "worker")
     done = wait_until(
