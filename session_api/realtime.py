@@ -1,14 +1,10 @@
-"""Realtime sessions (DESIGN §5): create, look up, swap the face, end exactly once, bill.
+"""The realtime session service: create, look up, swap the face, end exactly once, clean up.
 
-The realtime_sessions row is the single source of truth, shared by every API process:
-
-- capacity: a create reserves a slot by inserting a `starting` row, under a lock (an advisory
-  transaction lock on PostgreSQL, BEGIN IMMEDIATE on SQLite), so the configured number of
-  sessions is never exceeded, however many API processes there are;
-- ending: every path (DELETE, max duration via the reaper, LiveKit's room_finished) goes
-  through `end_once`, one locked transaction that ends an `active` row or does nothing. The
-  winner records the duration (the bill); the others see None. The room and face cleanup that
-  follows is retried by the reaper until it succeeds (`room_cleanup_due_at`).
+Rooms, dispatch, tokens and face objects live here; the row itself is the repository's
+(session_api/realtime_store.py) and the price is session_api/pricing.py's. Every end path
+(DELETE, max duration via the reaper, LiveKit's room_finished) goes through the repository's
+`end_once`; the room and face cleanup that follows is retried by the reaper until it succeeds
+(`room_cleanup_due_at`).
 """
 
 from __future__ import annotations
@@ -16,15 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Literal
-
-from sqlalchemy import func, select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from typing import Any
 
 from session_api.config import Settings
 from session_api.db.models import RealtimeSession
@@ -38,15 +29,14 @@ from session_api.errors import (
 from session_api.faces import FaceChecker, FaceFetcher, FaceFile
 from session_api.jobs.queue import Clock, utcnow
 from session_api.livekit import ROOM_PREFIX, LiveKit, LiveKitBusy, LiveKitError, room_name
+from session_api.pricing import Mode, price_cents, round_duration
+from session_api.realtime_store import EndedSession, SessionStore, face_keys_of
 from session_api.storage import Storage, StorageFailure
 
 logger = logging.getLogger("session_api")
 
-Mode = Literal["conversation", "passthrough"]
 MODES: tuple[Mode, ...] = ("conversation", "passthrough")
-LIVE = ("starting", "active")
-CLEANUP_RETRY = timedelta(seconds=30)
-_CAPACITY_LOCK = 0x61746C6173  # pg_advisory_xact_lock key: "atlas"
+__all__ = ["MODES", "CreatedSession", "Mode", "NewSession", "RealtimeService"]
 
 
 def new_session_id() -> str:
@@ -56,37 +46,6 @@ def new_session_id() -> str:
 
 def session_id_of_room(room: str) -> str | None:
     return room.removeprefix(ROOM_PREFIX) if room.startswith(ROOM_PREFIX) else None
-
-
-def price_cents(settings: Settings, mode: Mode) -> int:
-    per_hour = (
-        settings.realtime_price_conversation
-        if mode == "conversation"
-        else settings.realtime_price_passthrough
-    )
-    return int((per_hour * 100).to_integral_value(ROUND_HALF_UP))
-
-
-def dollars(cents: Decimal) -> str:
-    value = (cents / 100).quantize(Decimal("0.01"), ROUND_HALF_UP)
-    return f"${value}"
-
-
-def estimated_cost(duration_s: float, cents_per_hour: int) -> str:
-    """Per-second proration, rounded half up to the cent: 322.0 s at $10/h -> "$0.89"."""
-    cents = Decimal(str(duration_s)) * cents_per_hour / 3600
-    return dollars(cents)
-
-
-def pricing_text(cents_per_hour: int) -> str:
-    """'$10/hour, prorated per second' (or '$7.50/hour, ...' for a price with cents)."""
-    whole, rest = divmod(cents_per_hour, 100)
-    price = f"${whole}" if rest == 0 else f"${whole}.{rest:02d}"
-    return f"{price}/hour, prorated per second"
-
-
-def round_duration(seconds: float) -> float:
-    return round(max(0.0, seconds), 1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,177 +75,6 @@ class SessionView:
     started_at: datetime | None
     ended_at: datetime | None
     duration_s: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EndedSession:
-    session_id: str
-    room: str
-    reason: str
-    ended_at: datetime
-    duration_s: float
-    cents_per_hour: int
-
-    @property
-    def cost(self) -> str:
-        return estimated_cost(self.duration_s, self.cents_per_hour)
-
-
-class SessionStore:
-    """The realtime_sessions table: every state change is one short transaction."""
-
-    def __init__(self, *, db: Database) -> None:
-        self.db = db
-
-    async def live_count(self) -> int:
-        async with self.db.session() as session:
-            return await _live_count(session)
-
-    async def reserve(self, row: RealtimeSession, *, capacity: int) -> bool:
-        """Insert a `starting` row if fewer than `capacity` sessions are live; False if full."""
-        async with self.db.write() as session:
-            if not self.db.is_sqlite:  # SQLite's BEGIN IMMEDIATE already serialises writers
-                await session.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CAPACITY_LOCK}
-                )
-            if await _live_count(session) >= capacity:
-                return False
-            session.add(row)
-        return True
-
-    async def activate(self, session_id: str, *, started_at: datetime, max_duration_s: int) -> bool:
-        """starting -> active (one UPDATE; False if the reaper failed it meanwhile)."""
-        async with self.db.write() as session:
-            result = await session.execute(
-                update(RealtimeSession)
-                .where(RealtimeSession.id == session_id, RealtimeSession.status == "starting")
-                .values(
-                    status="active",
-                    started_at=started_at,
-                    expires_at=started_at + timedelta(seconds=max_duration_s),
-                )
-            )
-        return getattr(result, "rowcount", 0) == 1
-
-    async def fail(self, session_id: str, *, now: datetime) -> bool:
-        """A create that did not finish: no bill, cleanup due now."""
-        async with self.db.write() as session:
-            row = await _locked(session, session_id)
-            if row is None or row.status != "starting":
-                return False
-            row.status = "failed"
-            row.ended_at = now
-            row.duration_s = 0.0
-            row.end_reason = "create_failed"
-            row.room_cleanup_due_at = now
-        return True
-
-    async def get(self, session_id: str, *, key_id: int) -> RealtimeSession | None:
-        async with self.db.session() as session:
-            row = await session.get(RealtimeSession, session_id)
-        if row is None or row.key_id != key_id:
-            return None
-        return row
-
-    async def end_once(
-        self, session_id: str, *, at: datetime, reason: str, now: datetime
-    ) -> EndedSession | None:
-        """End an active session at `at` (clamped to [started, expires]); None if not active."""
-        async with self.db.write() as session:
-            row = await _locked(session, session_id)
-            if row is None or row.status != "active" or row.started_at is None:
-                return None
-            ended_at = min(max(at, row.started_at), row.expires_at)
-            row.status = "ended"
-            row.ended_at = ended_at
-            row.duration_s = round_duration((ended_at - row.started_at).total_seconds())
-            row.end_reason = reason
-            row.room_cleanup_due_at = now + CLEANUP_RETRY
-            return EndedSession(
-                session_id=row.id,
-                room=row.room,
-                reason=reason,
-                ended_at=ended_at,
-                duration_s=row.duration_s,
-                cents_per_hour=row.price_cents_per_hour,
-            )
-
-    @asynccontextmanager
-    async def locked_active(self, session_id: str, key_id: int) -> AsyncIterator[RealtimeSession]:
-        """The caller's active session, row-locked for one transaction; NotFound otherwise."""
-        async with self.db.write() as session:
-            row = await _locked(session, session_id)
-            if row is None or row.key_id != key_id or row.status != "active":
-                raise NotFound("Session not found or already ended.")
-            yield row
-
-    async def expired(self, now: datetime, *, limit: int = 100) -> list[str]:
-        async with self.db.session() as session:
-            rows = await session.scalars(
-                select(RealtimeSession.id)
-                .where(RealtimeSession.status == "active", RealtimeSession.expires_at <= now)
-                .order_by(RealtimeSession.expires_at)
-                .limit(limit)
-            )
-            return list(rows)
-
-    async def stale_starting(self, cutoff: datetime, *, limit: int = 100) -> list[str]:
-        async with self.db.session() as session:
-            rows = await session.scalars(
-                select(RealtimeSession.id)
-                .where(RealtimeSession.status == "starting", RealtimeSession.created_at <= cutoff)
-                .limit(limit)
-            )
-            return list(rows)
-
-    async def claim_cleanup(self, now: datetime, *, limit: int = 50) -> list[str]:
-        """Sessions whose room/face cleanup is due, each claimed by one caller only."""
-        async with self.db.session() as session:
-            due = (
-                await session.execute(
-                    select(RealtimeSession.id, RealtimeSession.room_cleanup_due_at)
-                    .where(RealtimeSession.room_cleanup_due_at <= now)
-                    .limit(limit)
-                )
-            ).all()
-        claimed = []
-        for session_id, seen in due:
-            async with self.db.write() as session:
-                result = await session.execute(
-                    update(RealtimeSession)
-                    .where(
-                        RealtimeSession.id == session_id,
-                        RealtimeSession.room_cleanup_due_at == seen,
-                    )
-                    .values(room_cleanup_due_at=now + CLEANUP_RETRY)
-                )
-            if getattr(result, "rowcount", 0) == 1:
-                claimed.append(session_id)
-        return claimed
-
-    async def cleanup_done(self, session_id: str) -> None:
-        async with self.db.write() as session:
-            await session.execute(
-                update(RealtimeSession)
-                .where(RealtimeSession.id == session_id)
-                .values(room_cleanup_due_at=None)
-            )
-
-
-async def _live_count(session: AsyncSession) -> int:
-    n = await session.scalar(
-        select(func.count()).select_from(RealtimeSession).where(RealtimeSession.status.in_(LIVE))
-    )
-    return int(n or 0)
-
-
-async def _locked(session: AsyncSession, session_id: str) -> RealtimeSession | None:
-    return await session.get(RealtimeSession, session_id, with_for_update=True)
-
-
-def face_keys_of(row: RealtimeSession) -> list[str]:
-    keys = json.loads(row.face_keys or "[]")
-    return [str(k) for k in keys]
 
 
 class RealtimeService:
@@ -485,8 +273,8 @@ class RealtimeService:
 
     async def cleanup(self, session_id: str, *, room_gone: bool = False) -> bool:
         """Delete the room and the face objects; on failure the reaper retries later."""
-        async with self.store.db.session() as session:
-            row = await session.get(RealtimeSession, session_id)
+        async with self.store.db.session() as tx:
+            row = await tx.get(RealtimeSession, session_id)
         if row is None:
             return False
         try:

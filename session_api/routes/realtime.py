@@ -30,15 +30,8 @@ from session_api.errors import (
 )
 from session_api.faces import FaceFile, check_face_url
 from session_api.livekit import WebhookRejected
-from session_api.realtime import (
-    MODES,
-    Mode,
-    NewSession,
-    RealtimeService,
-    estimated_cost,
-    pricing_text,
-    session_id_of_room,
-)
+from session_api.pricing import Mode, estimated_cost, pricing_text
+from session_api.realtime import MODES, NewSession, RealtimeService, session_id_of_room
 from session_api.schemas import (
     RealtimeFaceUpdated,
     RealtimeSessionCreated,

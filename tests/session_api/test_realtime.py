@@ -17,7 +17,7 @@ import pytest
 from livekit import api
 
 from session_api.config import Settings
-from session_api.realtime import estimated_cost, pricing_text
+from session_api.pricing import estimated_cost, pricing_text
 from tests.fakes.livekit_server import FakeLiveKit
 
 from .conftest import Api, FakeClock, auth, no_face_png
