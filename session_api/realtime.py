@@ -9,12 +9,13 @@ Rooms, dispatch, tokens and face objects live here; the row itself is the reposi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from session_api.config import Settings
@@ -28,14 +29,25 @@ from session_api.errors import (
 )
 from session_api.faces import FaceChecker, FaceFetcher, FaceFile
 from session_api.jobs.queue import Clock, utcnow
-from session_api.livekit import ROOM_PREFIX, LiveKit, LiveKitBusy, LiveKitError, room_name
-from session_api.pricing import Mode, price_cents, round_duration
+from session_api.livekit import (
+    BILLABLE_UNTIL_ATTR,
+    END_REASON_ATTR,
+    ERROR_ATTR,
+    ROOM_PREFIX,
+    AgentPresence,
+    LiveKit,
+    LiveKitBusy,
+    LiveKitError,
+    room_name,
+)
+from session_api.pricing import Mode, estimated_cost, price_cents, round_duration
 from session_api.realtime_store import EndedSession, SessionStore, face_keys_of
 from session_api.storage import Storage, StorageFailure
 
 logger = logging.getLogger("session_api")
 
 MODES: tuple[Mode, ...] = ("conversation", "passthrough")
+JOIN_POLL_S = 0.05  # how often a create looks for the worker in the room
 __all__ = ["MODES", "CreatedSession", "Mode", "NewSession", "RealtimeService"]
 
 
@@ -75,6 +87,15 @@ class SessionView:
     started_at: datetime | None
     ended_at: datetime | None
     duration_s: float
+    estimated_cost: str
+    error_code: str | None  # failed sessions: why
+
+
+def _billable_until(agent: AgentPresence) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(float(agent.attributes[BILLABLE_UNTIL_ATTR]), UTC)
+    except (KeyError, ValueError, OverflowError):
+        return None
 
 
 class RealtimeService:
@@ -169,12 +190,28 @@ class RealtimeService:
         token = self.livekit.client_token(
             session_id=session_id, ttl_s=new.max_duration_s + s.realtime_token_margin_s
         )
-        started = self.clock()
+        started = await self._worker_joined(room)
         if not await self.store.activate(
             session_id, started_at=started, max_duration_s=new.max_duration_s
         ):
             raise TemporarilyUnavailable("Session start timed out.")
         return token
+
+    async def _worker_joined(self, room: str) -> datetime:
+        """When the avatar worker joined the room: the bill starts there, not at dispatch.
+        No worker within realtime_join_timeout_s means none is free: 503 no_capacity."""
+        s = self.settings
+        deadline = asyncio.get_running_loop().time() + s.realtime_join_timeout_s
+        while True:
+            try:
+                if await self.livekit.agent_in(room) is not None:
+                    return self.clock()
+            except LiveKitError as exc:
+                raise TemporarilyUnavailable("LiveKit is temporarily unavailable.") from exc
+            if asyncio.get_running_loop().time() >= deadline:
+                logger.warning("no avatar worker joined", extra={"room": room})
+                raise NoCapacity(retry_after_s=s.realtime_retry_after_s)
+            await asyncio.sleep(JOIN_POLL_S)
 
     async def _abort(self, session_id: str) -> None:
         """Undo a create that failed halfway: no bill; room and face removed now or later."""
@@ -207,14 +244,14 @@ class RealtimeService:
     # --- read ---------------------------------------------------------------------------------
     async def view(self, session_id: str, *, key_id: int) -> SessionView:
         row = await self.store.get(session_id, key_id=key_id)
-        if row is None or row.status not in ("active", "ended"):
+        if row is None or row.status not in ("active", "ended", "failed"):
             raise NotFound("Session not found.")
-        if row.status == "ended":
-            duration = row.duration_s or 0.0
-        else:
+        if row.status == "active":
             assert row.started_at is not None
             now = min(self.clock(), row.expires_at)
             duration = round_duration((now - row.started_at).total_seconds())
+        else:
+            duration = row.duration_s or 0.0
         return SessionView(
             session_id=row.id,
             status=row.status,
@@ -222,6 +259,8 @@ class RealtimeService:
             started_at=row.started_at,
             ended_at=row.ended_at,
             duration_s=duration,
+            estimated_cost=estimated_cost(duration, row.price_cents_per_hour),
+            error_code=row.end_reason if row.status == "failed" else None,
         )
 
     async def require_active(self, session_id: str, *, key_id: int) -> RealtimeSession:
@@ -292,6 +331,42 @@ class RealtimeService:
             await self.storage.delete(*keys)
         except StorageFailure:
             logger.warning("face cleanup failed")
+
+    # --- what LiveKit says -----------------------------------------------------------------
+    async def reconcile(self) -> list[str]:
+        """End or fail active sessions by what LiveKit shows: the room gone, the worker gone
+        (killed), or the worker's own end or failure in its participant attributes."""
+        rows = await self.store.active_rooms()
+        if not rows:
+            return []
+        existing = await self.livekit.existing_rooms([room for _, room in rows])
+        done = []
+        for session_id, room in rows:
+            if await self._reconcile(session_id, room, exists=room in existing):
+                done.append(session_id)
+        return done
+
+    async def _reconcile(self, session_id: str, room: str, *, exists: bool) -> bool:
+        if not exists:
+            return await self.end(session_id, reason="room_finished") is not None
+        agent = await self.livekit.agent_in(room)
+        if agent is None:
+            return await self.end(session_id, reason="agent_lost") is not None
+        if agent.state == "failed":
+            return await self._agent_failed(session_id, agent)
+        if agent.state == "ended":
+            reason = (agent.attributes.get(END_REASON_ATTR) or "agent_ended")[:32]
+            return await self.end(session_id, reason=reason, at=_billable_until(agent)) is not None
+        return False
+
+    async def _agent_failed(self, session_id: str, agent: AgentPresence) -> bool:
+        """The worker could not start the session: failed, nothing billed, room deleted."""
+        code = (agent.attributes.get(ERROR_ATTR) or "agent_failed")[:32]
+        if not await self.store.fail(session_id, now=self.clock(), code=code):
+            return False
+        logger.warning("realtime session failed", extra={"session_id": session_id, "code": code})
+        await self.cleanup(session_id)
+        return True
 
     # --- capacity -----------------------------------------------------------------------------
     async def busy(self) -> bool:

@@ -81,18 +81,30 @@ class SessionStore:
             )
         return getattr(result, "rowcount", 0) == 1
 
-    async def fail(self, session_id: str, *, now: datetime) -> bool:
-        """A create that did not finish: no bill, cleanup due now."""
+    async def fail(self, session_id: str, *, now: datetime, code: str = "create_failed") -> bool:
+        """A session that never went live (a create that did not finish, a worker that never
+        came or could not start it): `failed` with `code`, no bill, cleanup due now."""
         async with self.db.write() as tx:
             row = await _locked(tx, session_id)
-            if row is None or row.status != "starting":
+            if row is None or row.status not in LIVE:
                 return False
             row.status = "failed"
             row.ended_at = now
             row.duration_s = 0.0
-            row.end_reason = "create_failed"
+            row.end_reason = code
             row.room_cleanup_due_at = now
         return True
+
+    async def active_rooms(self, *, limit: int = 200) -> list[tuple[str, str]]:
+        """(session id, room) of active sessions, the oldest first."""
+        async with self.db.session() as tx:
+            rows = await tx.execute(
+                select(RealtimeSession.id, RealtimeSession.room)
+                .where(RealtimeSession.status == "active")
+                .order_by(RealtimeSession.started_at)
+                .limit(limit)
+            )
+            return [(session_id, room) for session_id, room in rows.all()]
 
     async def get(self, session_id: str, *, key_id: int) -> RealtimeSession | None:
         async with self.db.session() as tx:

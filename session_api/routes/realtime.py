@@ -258,6 +258,8 @@ async def get_session(
         started_at=iso_z(view.started_at),
         ended_at=iso_z(view.ended_at),
         duration_seconds=view.duration_s,
+        estimated_cost=view.estimated_cost,
+        error_code=view.error_code,
     )
 
 
