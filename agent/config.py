@@ -29,6 +29,18 @@ class AgentSettings(BaseSettings):
     agent_empty_timeout_s: float = Field(default=30.0, gt=0)
     # Upper bound on any session, whatever the dispatch asks for.
     agent_max_duration_s: float = Field(default=3600.0, gt=0)
+    # The worker's health/readiness HTTP port (livekit-agents' /, /worker); 0 picks a free one.
+    agent_http_host: str = ""
+    agent_http_port: int = Field(default=8081, ge=0, le=65535)
+    # At a session's end, how long the API may take to record it and delete the room before
+    # the worker deletes the room itself (agent/status.py).
+    agent_room_handoff_s: float = Field(default=5.0, ge=0)
+    # livekit-agents' initialize_process_timeout: a process whose prewarm (landmarker, render
+    # backend, Silero VAD) takes longer takes no jobs. Measured ("models loaded" in the log):
+    # 2.1-5.1 s for two processes loading at once on a busy 2-core machine (load average 5);
+    # more processes or a GPU backend's graph build take longer, and livekit-agents' 10 s
+    # default leaves a worker that never takes a job.
+    agent_prewarm_timeout_s: float = Field(default=60.0, gt=0)
 
     # -- rendering ----------------------------------------------------------------------------
     renderer_backend: Literal["warp", "wav2lip"] = "warp"

@@ -47,6 +47,8 @@ def stack_env(tmp: Path, livekit: LiveKitServer, **extra: str) -> dict[str, str]
             "PYTHONPATH": str(ROOT),
             "ATLAS_DATA_DIR": str(tmp / "data"),
             "ATLAS_REALTIME_REAPER_INTERVAL_S": "0.25",
+            "ATLAS_AGENT_HTTP_HOST": "127.0.0.1",
+            "ATLAS_AGENT_HTTP_PORT": "0",  # the machine may run other workers
             "ATLAS_LOG_LEVEL": "INFO",
             **livekit.env(),
             **extra,
