@@ -15,6 +15,7 @@ machine could lose.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import subprocess
@@ -82,6 +83,19 @@ class Stack:
 
     def stop(self) -> None:
         self.procs.stop_all()
+
+    async def session_summary(self, session_id: str) -> dict[str, Any]:
+        """The worker's `session summary` log record of a session (logged as it ends)."""
+
+        async def logged() -> dict[str, Any] | None:
+            for proc in self.workers:
+                for line in self.log(proc).splitlines():
+                    if '"session summary"' in line and session_id in line:
+                        record: dict[str, Any] = json.loads(line)
+                        return record
+            return None
+
+        return await poll(logged, limit_s=60, what=f"the summary of {session_id}")
 
     # -- HTTP --------------------------------------------------------------------------------
     @property
