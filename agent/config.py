@@ -21,6 +21,10 @@ AGENT_NAME = "atlas-avatar"
 class AgentSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ATLAS_", extra="ignore", frozen=True)
 
+    # The name the worker registers under (explicit dispatch); the API's
+    # ATLAS_REALTIME_AGENT_NAME must match it.
+    agent_name: str = AGENT_NAME
+
     # -- capacity and session lifetime -------------------------------------------------------
     # Streams one worker process group serves at once; the load function reports
     # active / max, and LiveKit sends new jobs elsewhere at 1.0.
@@ -37,9 +41,9 @@ class AgentSettings(BaseSettings):
     agent_room_handoff_s: float = Field(default=5.0, ge=0)
     # livekit-agents' initialize_process_timeout: a process whose prewarm (landmarker, render
     # backend, Silero VAD) takes longer takes no jobs. Measured ("models loaded" in the log):
-    # 2.1-5.1 s for two processes loading at once on a busy 2-core machine (load average 5);
-    # more processes or a GPU backend's graph build take longer, and livekit-agents' 10 s
-    # default leaves a worker that never takes a job.
+    # 2.1-5.1 s for two processes loading at once on a busy 2-core machine (load average 5),
+    # 11.3 s at load average 11: past livekit-agents' 10 s default, which leaves a worker
+    # that never takes a job.
     agent_prewarm_timeout_s: float = Field(default=60.0, gt=0)
 
     # -- rendering ----------------------------------------------------------------------------

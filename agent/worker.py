@@ -25,7 +25,7 @@ from livekit import rtc
 from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobProcess
 from livekit.agents.voice.avatar import AudioReceiver, AvatarRunner
 
-from agent.config import AGENT_NAME, AgentSettings, get_settings
+from agent.config import AgentSettings, get_settings
 from agent.conversation import (
     Conversation,
     MissingProviderKeysError,
@@ -106,7 +106,7 @@ def create_server(settings: AgentSettings | None = None) -> AgentServer:
             settings.livekit_api_secret.get_secret_value() if settings.livekit_api_secret else None
         ),
     )
-    server.rtc_session(entrypoint, agent_name=AGENT_NAME, on_session_end=on_session_end)
+    server.rtc_session(entrypoint, agent_name=settings.agent_name, on_session_end=on_session_end)
     return server
 
 

@@ -11,7 +11,7 @@ from tests.e2e.stack import Stack, start_stack
 from tests.livekit_server import LiveKitServer
 
 # the client counts as gone after this long (short, so scenarios 6 and 7 run in seconds)
-EMPTY_TIMEOUT_S = 6
+EMPTY_TIMEOUT_S = 10
 
 
 @pytest.fixture(scope="session")

@@ -80,6 +80,7 @@ class Viewer:
     data: list[tuple[str, bytes]] = field(default_factory=list)  # (topic, payload)
     disconnected: asyncio.Event = field(default_factory=asyncio.Event)
     first_video: asyncio.Event = field(default_factory=asyncio.Event)
+    frame_seen: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def join(self, url: str, token: str) -> None:
@@ -101,6 +102,12 @@ class Viewer:
             if participant.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
                 return participant
         return None
+
+    async def frames_since(self, since: float, count: int) -> None:
+        """Until `count` video frames have arrived since `since` (monotonic)."""
+        while sum(1 for f in self.video if f.at >= since) < count:
+            self.frame_seen.clear()
+            await self.frame_seen.wait()
 
     # -- receiving ---------------------------------------------------------------------------
     def _on_track(self, track: rtc.Track, pub: rtc.RemoteTrackPublication, _p: object) -> None:
@@ -131,6 +138,7 @@ class Viewer:
                     rgb = cv2.resize(full, (frame.width // 2, frame.height // 2))
                 self.video.append(VideoFrame(at, frame.width, frame.height, rgb))
                 self.first_video.set()
+                self.frame_seen.set()
         finally:
             await stream.aclose()
 

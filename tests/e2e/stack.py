@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import re
+import secrets
 import subprocess
 import sys
 import time
@@ -43,8 +44,13 @@ def stack_env(tmp: Path, livekit: LiveKitServer, **extra: str) -> dict[str, str]
     """The environment both processes share: one data dir (SQLite, file storage, so the
     worker resolves faces by storage key), the test LiveKit server, and `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ATLAS_", "LIVEKIT_"))}
+    # each stack's own agent name: stacks share the server, and a dispatch must reach this
+    # stack's worker (which reads this stack's faces), not another's
+    agent_name = f"atlas-avatar-{secrets.token_hex(3)}"
     env.update(
         {
+            "ATLAS_AGENT_NAME": agent_name,
+            "ATLAS_REALTIME_AGENT_NAME": agent_name,
             "PYTHONPATH": str(ROOT),
             "ATLAS_DATA_DIR": str(tmp / "data"),
             "ATLAS_REALTIME_REAPER_INTERVAL_S": "0.25",
@@ -71,9 +77,9 @@ class Stack:
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     # -- processes ---------------------------------------------------------------------------
-    def start_worker(self, **extra: str) -> subprocess.Popen[bytes]:
-        """`atlas agent start`, returned once it has registered with the server."""
-        proc = self.procs.start({**self.env, **extra}, "agent", "start")
+    def start_worker(self, *args: str, **extra: str) -> subprocess.Popen[bytes]:
+        """`atlas agent start ARGS`, returned once it has registered with the server."""
+        proc = self.procs.start({**self.env, **extra}, "agent", "start", *args)
         self.workers.append(proc)
         wait_for_log(self.procs, proc, REGISTERED, limit_s=START_LIMIT_S)
         return proc
@@ -140,7 +146,10 @@ class Stack:
     ) -> dict[str, Any]:
         """GET until the status is one of `wanted` (hang guard: `limit_s`)."""
         return await poll(
-            lambda: self._status_in(session_id, wanted), limit_s=limit_s, what=f"{wanted}"
+            lambda: self._status_in(session_id, wanted),
+            limit_s=limit_s,
+            what=f"{wanted}",
+            step_s=0.25,
         )
 
     async def _status_in(self, session_id: str, wanted: set[str]) -> dict[str, Any] | None:
@@ -186,7 +195,8 @@ def wait_for_log(procs: Procs, proc: subprocess.Popen[bytes], text: str, *, limi
 
 def _create_key(env: dict[str, str]) -> str:
     out = subprocess.run(
-        [sys.executable, "-m", "atlas.cli", "keys", "create", "--name", "e2e"],
+        # polling GET is part of the tests: a key with room for it
+        [sys.executable, "-m", "atlas.cli", "keys", "create", "--name", "e2e", "--rpm", "6000"],
         cwd=ROOT,
         env=env,
         capture_output=True,
