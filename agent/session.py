@@ -154,6 +154,11 @@ class LiveSession:
             self._room.off("disconnected", self._on_room_disconnected)
             await utils.aio.cancel_and_wait(*self._swap_tasks)
 
+    async def end_now(self, reason: EndReason) -> SessionSummary:
+        """End from outside `run()` (its task was cancelled): the same end, exactly once."""
+        self.request_end(reason)
+        return await self._finish()
+
     def request_end(self, reason: EndReason) -> None:
         """Ask the session to end (idempotent: the first reason wins)."""
         if self._end_reason is None:

@@ -178,8 +178,15 @@ class _Job:
             logger.error("session failed", extra={**extra, "code": exc.code, "error": str(exc)})
             await self._fail(exc.code, str(exc))
         except asyncio.CancelledError:
-            logger.info("session start cancelled by a shutdown", extra=extra)
-            await self._fail("shutdown", "The avatar worker shut down before the session started.")
+            # the worker process went away (livekit-agents cancels the job): a live session
+            # still ends properly; one still starting is a failure
+            if self._session is not None:
+                await self._session.end_now("shutdown")
+            else:
+                logger.info("session start cancelled by a shutdown", extra=extra)
+                await self._fail(
+                    "shutdown", "The avatar worker shut down before the session started."
+                )
         except Exception:
             logger.exception("session failed", extra=extra)
             await self._fail("internal_error", "The avatar worker failed.")

@@ -6,10 +6,13 @@ worker, so killing them touches no other scenario."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import psutil  # type: ignore[import-untyped]
 import pytest
 
 from tests.e2e import media
@@ -40,7 +43,7 @@ async def live_session(stack: Stack) -> tuple[dict[str, str], media.Viewer]:
     return session, viewer
 
 
-async def ended_and_room_gone(stack: Stack, session: dict[str, str]) -> dict[str, object]:
+async def ended_and_room_gone(stack: Stack, session: dict[str, str]) -> dict[str, Any]:
     got = await stack.wait_status(session["session_id"], {"ended"}, limit_s=END_LIMIT_S)
 
     async def gone() -> bool:
@@ -65,11 +68,19 @@ async def test_sigterm_drains_and_ends_the_session_cleanly(own_stack: Stack) -> 
     await asyncio.to_thread(worker.wait, END_LIMIT_S)  # and the worker exits
 
 
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and its job processes: nothing of the worker is left to end anything."""
+    parent = psutil.Process(pid)
+    for proc in [*parent.children(recursive=True), parent]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+
+
 async def test_sigkill_leaves_the_session_to_the_reaper(own_stack: Stack) -> None:
     worker = own_stack.start_worker()
     session, viewer = await live_session(own_stack)
     try:
-        worker.kill()
+        kill_tree(worker.pid)
         got = await ended_and_room_gone(own_stack, session)
     finally:
         await viewer.leave()
