@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install tools run render-sample test lint bench review fixtures clean
+.PHONY: install tools run dev web render-sample test lint bench review fixtures clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,6 +20,10 @@ tools:
 
 run: install
 	$(VENV)/bin/atlas serve --host 127.0.0.1 --port 8000
+
+# The realtime stack: livekit-server, `atlas serve`, `atlas agent dev`; prints URLs and a key.
+dev: install
+	VENV=$(VENV) bash scripts/dev.sh
 
 render-sample: install
 	$(VENV)/bin/atlas render --audio tests/fixtures/speech.wav --image tests/fixtures/face.jpg \

@@ -22,6 +22,10 @@ AGENT_NAME = "atlas-avatar"
 class AgentSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ATLAS_", extra="ignore", frozen=True)
 
+    # The name the worker registers under (explicit dispatch); the API's
+    # ATLAS_REALTIME_AGENT_NAME must match it.
+    agent_name: str = AGENT_NAME
+
     # -- capacity and session lifetime -------------------------------------------------------
     # Streams one worker process group serves at once; the load function reports
     # active / max, and LiveKit sends new jobs elsewhere at 1.0.
@@ -30,9 +34,18 @@ class AgentSettings(BaseSettings):
     agent_empty_timeout_s: float = Field(default=30.0, gt=0)
     # Upper bound on any session, whatever the dispatch asks for.
     agent_max_duration_s: float = Field(default=3600.0, gt=0)
-    # The worker's health/metrics HTTP port (livekit-agents' default 8081); 0 picks a free one,
-    # so several workers (or test runs) can share a machine.
+    # The worker's health/readiness HTTP port (livekit-agents' /, /worker); 0 picks a free one.
+    agent_http_host: str = ""
     agent_http_port: int = Field(default=8081, ge=0, le=65535)
+    # At a session's end, how long the API may take to record it and delete the room before
+    # the worker deletes the room itself (agent/status.py).
+    agent_room_handoff_s: float = Field(default=5.0, ge=0)
+    # livekit-agents' initialize_process_timeout: a process whose prewarm (landmarker, render
+    # backend, Silero VAD) takes longer takes no jobs. Measured ("models loaded" in the log):
+    # 2.1-5.1 s for two processes loading at once on a busy 2-core machine (load average 5),
+    # 11.3 s at load average 11: past livekit-agents' 10 s default, which leaves a worker
+    # that never takes a job.
+    agent_prewarm_timeout_s: float = Field(default=60.0, gt=0)
 
     # -- rendering: the renderer's own ATLAS_RENDERER_* settings (renderer_options below) -------
 

@@ -6,9 +6,18 @@ passed; `preroll_s` of audio before the opening chunk is kept so that onsets are
 Silence between segments is dropped, so the avatar rests (blinks, breathes) instead of
 mouthing room noise.
 
-ParticipantAudioReceiver follows one participant's audio track through unpublish/republish and
-through the participant leaving and coming back: whenever the track is (re)subscribed a new
-reader starts, and an open segment is ended when its track goes away.
+ParticipantAudioReceiver follows one participant (the client) and speaks exactly one of its
+audio tracks, chosen by this rule (agent/README.md, "Which track the avatar speaks"):
+
+1. the most recently published audio track whose source is not the microphone (the TTS track
+   that a client publishes to make the avatar talk, as the spec's `publishAudio` does);
+2. the microphone, only while the client has never published such a track in this session.
+   A client that publishes its TTS keeps its mic for its own agent: the avatar never echoes
+   it, not even between two TTS tracks.
+
+Other participants' tracks are never spoken. The choice is made again whenever one of the
+client's audio tracks is subscribed or unsubscribed, and through the client leaving and coming
+back; switching tracks ends the open segment.
 """
 
 from __future__ import annotations
@@ -120,6 +129,10 @@ class ParticipantAudioReceiver(AudioReceiver):
         self._reader: asyncio.Task[None] | None = None
         self._reader_track_sid: str | None = None
         self._readers = TaskOwner("passthrough")  # the current one, and cancelled ones
+        # the client's subscribed audio tracks: sid -> (order of arrival, is_mic, track)
+        self._tracks: dict[str, tuple[int, bool, rtc.Track]] = {}
+        self._arrivals = 0
+        self._published_tts = False
         self._started = False
         self.segments = 0
 
@@ -135,8 +148,8 @@ class ParticipantAudioReceiver(AudioReceiver):
             for publication in participant.track_publications.values():
                 track = publication.track
                 if track is not None and track.kind == rtc.TrackKind.KIND_AUDIO:
-                    self._follow(track, publication.sid)
-                    break
+                    self._add(track, publication)
+            self._choose()
 
     # -- AudioReceiver ----------------------------------------------------------------------
 
@@ -162,19 +175,47 @@ class ParticipantAudioReceiver(AudioReceiver):
         self, track: rtc.Track, publication: Any, participant: rtc.RemoteParticipant
     ) -> None:
         if participant.identity == self._identity and track.kind == rtc.TrackKind.KIND_AUDIO:
-            logger.info("client audio track subscribed", extra={"track_sid": publication.sid})
-            self._follow(track, publication.sid)
+            self._add(track, publication)
+            self._choose()
 
     def _on_track_unsubscribed(
         self, track: rtc.Track, publication: Any, participant: rtc.RemoteParticipant
     ) -> None:
-        if participant.identity == self._identity and publication.sid == self._reader_track_sid:
+        if participant.identity == self._identity and publication.sid in self._tracks:
+            del self._tracks[publication.sid]
             logger.info("client audio track unsubscribed", extra={"track_sid": publication.sid})
-            self._detach()
+            self._choose()
 
     def _on_participant_disconnected(self, participant: rtc.RemoteParticipant) -> None:
         if participant.identity == self._identity:
+            self._tracks.clear()
             self._detach()
+
+    # -- which track ------------------------------------------------------------------------
+
+    def _add(self, track: rtc.Track, publication: Any) -> None:
+        is_mic = getattr(publication, "source", None) == rtc.TrackSource.SOURCE_MICROPHONE
+        self._arrivals += 1
+        self._tracks[publication.sid] = (self._arrivals, is_mic, track)
+        self._published_tts = self._published_tts or not is_mic
+        logger.info(
+            "client audio track subscribed",
+            extra={"track_sid": publication.sid, "microphone": is_mic},
+        )
+
+    def _choose(self) -> None:
+        """Follow the track the rule picks (module docstring); none: stop reading."""
+        tts = [(order, sid) for sid, (order, is_mic, _) in self._tracks.items() if not is_mic]
+        mics = [(order, sid) for sid, (order, is_mic, _) in self._tracks.items() if is_mic]
+        candidates = tts or ([] if self._published_tts else mics)
+        chosen = max(candidates)[1] if candidates else None
+        if chosen == self._reader_track_sid:
+            return
+        if chosen is None:
+            self._detach()
+            return
+        logger.info("speaking the client's track", extra={"track_sid": chosen})
+        self._follow(self._tracks[chosen][2], chosen)
 
     # -- readers ----------------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from livekit import rtc
 from livekit.agents.voice.avatar import (
     AudioReceiver,
@@ -25,6 +27,53 @@ from agent.video_generator import LipSyncVideoGenerator
 SYNC_QUEUE_FRAMES = 1
 
 
+# What the avatar's video is published as. One 512x512 layer (no simulcast: a viewer of a
+# talking face wants the face, and the lower layers cost encoder time on a busy CPU), a bitrate
+# that carries a face at 25 fps, and "keep both": under load WebRTC's default (balanced) first
+# halves the resolution and drops to ~19 fps, which e2e scenario 1 caught.
+VIDEO_MAX_BITRATE = 2_000_000
+KEEP_FRAMERATE_AND_RESOLUTION = cast(
+    Any, rtc.DegradationPreference.MAINTAIN_FRAMERATE_AND_RESOLUTION.value
+)
+# Both tracks in one media stream, so the viewer's WebRTC stack lip-syncs them on playout
+# (RTCP sender reports); as separate streams each track is played out on its own.
+AVATAR_STREAM = "atlas-avatar"
+
+
+def video_publish_options(fps: int) -> rtc.TrackPublishOptions:
+    return rtc.TrackPublishOptions(
+        source=rtc.TrackSource.SOURCE_CAMERA,
+        simulcast=False,
+        video_encoding=rtc.VideoEncoding(max_bitrate=VIDEO_MAX_BITRATE, max_framerate=fps),
+        degradation_preference=KEEP_FRAMERATE_AND_RESOLUTION,
+        stream=AVATAR_STREAM,
+    )
+
+
+class _Runner(AvatarRunner):
+    """AvatarRunner that publishes the video with `video_publish_options`.
+
+    livekit-agents 1.8.9 publishes both tracks with default options from `_publish_track` and
+    offers no parameter for them; this is that method with the video options replaced.
+    """
+
+    async def _publish_track(self) -> None:
+        async with self._lock:
+            await self._room_connected_fut
+            audio_track = rtc.LocalAudioTrack.create_audio_track("avatar_audio", self._audio_source)
+            audio_options = rtc.TrackPublishOptions(
+                source=rtc.TrackSource.SOURCE_MICROPHONE, stream=AVATAR_STREAM
+            )
+            self._audio_publication = await self._room.local_participant.publish_track(
+                audio_track, audio_options
+            )
+            await self._audio_publication.wait_for_subscription()
+            video_track = rtc.LocalVideoTrack.create_video_track("avatar_video", self._video_source)
+            self._video_publication = await self._room.local_participant.publish_track(
+                video_track, video_publish_options(round(self._options.video_fps))
+            )
+
+
 def avatar_options(generator: LipSyncVideoGenerator) -> AvatarOptions:
     width, height = generator.video_size
     return AvatarOptions(
@@ -46,7 +95,7 @@ def create_avatar_runner(
     """An AvatarRunner publishing `generator`'s video and audio to `room` (call start()).
     `video_gen`: what the runner drives instead, if it wraps `generator` (PlaybackGuard)."""
     queue_ms = round(SYNC_QUEUE_FRAMES * 1000 / generator.options.fps)
-    return AvatarRunner(
+    return _Runner(
         room,
         audio_recv=audio_recv,
         video_gen=video_gen or generator,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -27,6 +28,7 @@ from agent.clock import Clock, LoopClock
 from agent.faces import FaceFetchError, FaceSource
 from agent.livekit_api import RoomAdmin
 from agent.metadata import FaceRef, parse_room_face
+from agent.status import SessionReporter
 from agent.tasks import TaskOwner
 from agent.video_generator import LipSyncVideoGenerator
 from renderer.errors import RendererInputError
@@ -81,10 +83,13 @@ class LiveSession:
         empty_timeout_s: float,
         on_end: Callable[[], Awaitable[None]] | None = None,
         delete_room: bool = True,
+        reporter: SessionReporter | None = None,
         clock: Clock | None = None,
     ) -> None:
         """`client_identity` None: no presence rule (plugin mode: the agent owns the room).
-        `delete_room` False: end without deleting the room (it is not ours)."""
+        `delete_room` False: end without deleting the room (it is not ours).
+        `reporter`: publish the end (reason, billable time) for the API, and hand the room's
+        deletion to it (agent/status.py); without one the room is deleted at once."""
         self._room = room
         self._session_id = session_id
         self._client = client_identity
@@ -96,6 +101,7 @@ class LiveSession:
         self._empty_timeout_s = empty_timeout_s
         self._on_end = on_end
         self._delete_room = delete_room
+        self._reporter = reporter
         self._clock = clock or LoopClock()
         self._changed = asyncio.Event()
         self._started_at: float | None = None
@@ -148,6 +154,11 @@ class LiveSession:
             self._room.off("disconnected", self._on_room_disconnected)
             await self._swaps.aclose()
 
+    async def end_now(self, reason: EndReason) -> SessionSummary:
+        """End from outside `run()` (its task was cancelled): the same end, exactly once."""
+        self.request_end(reason)
+        return await self._finish()
+
     def request_end(self, reason: EndReason) -> None:
         """Ask the session to end (idempotent: the first reason wins)."""
         if self._end_reason is None:
@@ -176,7 +187,11 @@ class LiveSession:
                     await self._on_end()
                 except Exception:
                     logger.exception("stopping the session's pipeline failed")
-            if self._delete_room:
+            if self._reporter is not None:
+                await self._reporter.ended(reason, billable_until=self._billable_until(reason))
+            if self._delete_room and self._reporter is not None:
+                await self._reporter.hand_off_room()
+            elif self._delete_room:
                 try:
                     await self._admin.delete_room(self._room.name)
                 except Exception:
@@ -198,6 +213,14 @@ class LiveSession:
             logger.info("session summary", extra=self._summary.log_extra())
             self._ended.set()
             return self._summary
+
+    def _billable_until(self, reason: EndReason) -> float:
+        """Unix time the bill stops at: when the client left (or the start, if it never came)
+        for an empty-room end, so the wait is not billed; now otherwise."""
+        now = time.time()
+        if reason in ("client_left", "client_never_joined") and self._absent_since is not None:
+            return now - max(0.0, self._clock.now() - self._absent_since)
+        return now
 
     # -- presence ---------------------------------------------------------------------------
 

@@ -2,22 +2,30 @@
 
 - prewarm (once per job process): loads the face landmarker, the render backend and Silero VAD;
 - load: active streams / ATLAS_AGENT_MAX_STREAMS, so LiveKit routes jobs elsewhere when full;
-- entrypoint: validates the dispatch metadata, fetches and prepares the face, builds the mode's
-  audio source (passthrough, conversation or the avatar data-stream protocol), publishes through
-  AvatarRunner, and runs LiveSession until the session ends.
+- entrypoint: starts the job's task and returns. The task connects, validates the dispatch
+  metadata, fetches and prepares the face, builds the mode's audio source (passthrough,
+  conversation or the avatar data-stream protocol), publishes through AvatarRunner, and runs
+  LiveSession until the session ends; then it shuts the job down. A job that fails before the
+  session runs tells the API and the client (agent/status.py) and the room is deleted;
+- on_session_end (a shutdown: the worker drains or stops) ends a running session through
+  LiveSession, which deletes the room and logs the summary. livekit-agents runs it after the
+  entrypoint has returned and before it disconnects the room; a shutdown callback would run
+  only after the room is gone, and an entrypoint still running would be cancelled first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from typing import Any
 
 from livekit import rtc
 from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobProcess
 from livekit.agents.voice.avatar import AudioReceiver, AvatarRunner
 
-from agent.config import AGENT_NAME, AgentSettings, get_settings
+from agent.config import AgentSettings, get_settings
 from agent.conversation import (
     Conversation,
     MissingProviderKeysError,
@@ -37,6 +45,7 @@ from agent.passthrough import ParticipantAudioReceiver
 from agent.playback import PlaybackGuard
 from agent.runner import create_avatar_runner, create_guarded_runner, create_protocol_runner
 from agent.session import LiveSession
+from agent.status import SessionReporter
 from agent.video_generator import LipSyncVideoGenerator
 from renderer import FaceAsset
 from renderer.backends import Backend, create_backend
@@ -47,8 +56,10 @@ logger = logging.getLogger("agent")
 
 
 def prewarm(proc: JobProcess) -> None:
-    """Load models once per process, before any job arrives."""
+    """Load models once per process, before any job arrives (within
+    ATLAS_AGENT_PREWARM_TIMEOUT_S; the load time is logged)."""
     settings = get_settings()
+    started = time.monotonic()
     shared_landmarker()
     proc.userdata["backend"] = create_backend(settings.renderer_options())
     try:
@@ -57,6 +68,7 @@ def prewarm(proc: JobProcess) -> None:
         proc.userdata["vad"] = silero.VAD.load()
     except Exception:
         logger.warning("silero VAD could not be loaded; conversation turns use the STT")
+    logger.info("models loaded", extra={"load_s": round(time.monotonic() - started, 2)})
 
 
 def load(server: AgentServer) -> float:
@@ -85,6 +97,8 @@ def create_server(settings: AgentSettings | None = None) -> AgentServer:
         load_fnc=load,
         load_threshold=1.0,
         num_idle_processes=min(settings.agent_max_streams, 2),
+        initialize_process_timeout=settings.agent_prewarm_timeout_s,
+        host=settings.agent_http_host,
         port=settings.agent_http_port,
         ws_url=settings.livekit_url,
         api_key=settings.livekit_api_key,
@@ -92,39 +106,42 @@ def create_server(settings: AgentSettings | None = None) -> AgentServer:
             settings.livekit_api_secret.get_secret_value() if settings.livekit_api_secret else None
         ),
     )
-    server.rtc_session(entrypoint, agent_name=AGENT_NAME)
+    server.rtc_session(entrypoint, agent_name=settings.agent_name, on_session_end=on_session_end)
     return server
 
 
-async def entrypoint(ctx: JobContext) -> None:
-    settings = get_settings()
-    try:
-        meta = parse_dispatch_metadata(ctx.job.metadata)
-        if meta.mode == "conversation":
-            from agent.conversation import check_conversation_keys
+# The running job of this process (one per process), for on_session_end.
+_JOBS: dict[str, _Job] = {}
 
-            check_conversation_keys(settings)
-    except (MetadataError, MissingProviderKeysError) as exc:
-        logger.error("job refused", extra={"job_id": ctx.job.id, "error": str(exc)})
-        ctx.shutdown(reason="invalid job")
-        return
-    extra = {"session_id": meta.session_id, "mode": meta.mode}
-    logger.info("session starting", extra=extra)
-    job = _Job(ctx=ctx, meta=meta, settings=settings)
-    try:
-        await job.run()
-    except (FaceFetchError, RendererInputError) as exc:
-        logger.error("session failed: face", extra={**extra, "error": str(exc)})
-    finally:
-        await job.aclose()
-        ctx.shutdown(reason="session ended")
+
+async def entrypoint(ctx: JobContext) -> None:
+    job = _Job(ctx=ctx, settings=get_settings())
+    _JOBS[ctx.job.id] = job
+    job.start()
+    # return once connected (or failed): livekit-agents expects the entrypoint to connect
+    await job.connected.wait()
+
+
+async def on_session_end(ctx: JobContext) -> None:
+    job = _JOBS.pop(ctx.job.id, None)
+    if job is not None:
+        await job.stop()
+
+
+class JobFailed(Exception):
+    """The session cannot start; `code` is what the API and the client are told."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class _Job:
     """Everything one session owns, closed in reverse order."""
 
-    def __init__(self, *, ctx: JobContext, meta: DispatchMetadata, settings: AgentSettings):
-        self.ctx, self.meta, self.settings = ctx, meta, settings
+    def __init__(self, *, ctx: JobContext, settings: AgentSettings):
+        self.ctx, self.settings = ctx, settings
+        self.meta: DispatchMetadata | None = None
         self.faces = build_face_source(settings)
         secret = settings.livekit_api_secret
         self.admin = LiveKitRoomAdmin(
@@ -134,17 +151,87 @@ class _Job:
         )
         self._closers: list[Any] = []
         self._own_room: rtc.Room | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._session: LiveSession | None = None
+        self._reporter: SessionReporter | None = None
+        self.connected = asyncio.Event()  # set once connected, or once the job is over
 
-    async def run(self) -> None:
-        meta, settings = self.meta, self.settings
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._main(), name="atlas-session")
+
+    async def stop(self) -> None:
+        """End the session now (a shutdown) and wait until it has ended and closed."""
+        if self._task is None:
+            return
+        if self._session is not None:
+            self._session.request_end("shutdown")
+        else:
+            self._task.cancel()  # still starting: nothing live to end
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(self._task)
+
+    async def _main(self) -> None:
+        extra = {"job_id": self.ctx.job.id}
+        try:
+            await self._run()
+        except JobFailed as exc:
+            logger.error("session failed", extra={**extra, "code": exc.code, "error": str(exc)})
+            await self._fail(exc.code, str(exc))
+        except asyncio.CancelledError:
+            # the worker process went away (livekit-agents cancels the job): a live session
+            # still ends properly; one still starting is a failure
+            if self._session is not None:
+                await self._session.end_now("shutdown")
+            else:
+                logger.info("session start cancelled by a shutdown", extra=extra)
+                await self._fail(
+                    "shutdown", "The avatar worker shut down before the session started."
+                )
+        except Exception:
+            logger.exception("session failed", extra=extra)
+            await self._fail("internal_error", "The avatar worker failed.")
+        finally:
+            self.connected.set()
+            _JOBS.pop(self.ctx.job.id, None)
+            await self.aclose()
+            self.ctx.shutdown(reason="session ended")
+
+    async def _fail(self, code: str, message: str) -> None:
+        """Tell the API (attributes) and the client (a data packet), then the room goes."""
+        if self._reporter is None:  # never connected: nobody to tell, the room still goes
+            if self.meta is None or self.meta.mode != "plugin":
+                with contextlib.suppress(Exception):
+                    await self.admin.delete_room(self.ctx.job.room.name)
+            return
+        await self._reporter.failed(code, message)
+        if self.meta is None or self.meta.mode != "plugin":
+            await self._reporter.hand_off_room()
+
+    async def _run(self) -> None:
+        meta = self._parse()
+        settings = self.settings
+        room = await self._connect()
+        self.connected.set()
+        if meta.mode != "plugin":
+            self._reporter = SessionReporter(
+                room=room,
+                admin=self.admin,
+                client_identity=meta.client_identity,
+                handoff_s=settings.agent_room_handoff_s,
+            )
+        self._check_keys(meta)
         options = settings.renderer_options()
-        image = await self.faces.fetch(meta.face)
-        face = await asyncio.to_thread(FaceAsset.prepare, image, options=options)
+        try:
+            image = await self.faces.fetch(meta.face)
+            face = await asyncio.to_thread(FaceAsset.prepare, image, options=options)
+        except FaceFetchError as exc:
+            raise JobFailed("face_fetch_failed", "The face image could not be fetched.") from exc
+        except RendererInputError as exc:
+            raise JobFailed("face_unusable", f"The face image cannot be used: {exc}") from exc
         backend: Backend | None = self.ctx.proc.userdata.get("backend")
         generator = LipSyncVideoGenerator(face=face, options=options, backend=backend)
         self._closers.append(generator.aclose)
 
-        room = await self._connect()
         plugin = meta.mode == "plugin"
         guard: PlaybackGuard | None = None
         conversation: Conversation | None = None
@@ -173,6 +260,8 @@ class _Job:
             )
             return
         self._closers.append(runner.aclose)
+        if self._reporter is not None:
+            await self._reporter.live()
         if conversation is not None:
             conversation.greet_when_heard(room)  # the voice track is published now
 
@@ -198,17 +287,34 @@ class _Job:
             empty_timeout_s=empty_timeout_s,
             on_end=stop_pipeline,
             delete_room=not plugin,  # in plugin mode the room belongs to the other agent
+            reporter=self._reporter,
         )
-        self.ctx.add_shutdown_callback(self._on_job_shutdown(session))
+        self._session = session
         await session.run()
 
-    def _on_job_shutdown(self, session: LiveSession) -> Any:
-        async def callback(*_: Any) -> None:
-            session.request_end("shutdown")
+    def _parse(self) -> DispatchMetadata:
+        try:
+            self.meta = parse_dispatch_metadata(self.ctx.job.metadata)
+        except MetadataError as exc:
+            raise JobFailed("invalid_job", "The session's dispatch metadata is invalid.") from exc
+        logger.info(
+            "session starting",
+            extra={"session_id": self.meta.session_id, "mode": self.meta.mode},
+        )
+        return self.meta
 
-        return callback
+    def _check_keys(self, meta: DispatchMetadata) -> None:
+        if meta.mode != "conversation":
+            return
+        from agent.conversation import check_conversation_keys
+
+        try:
+            check_conversation_keys(self.settings)
+        except MissingProviderKeysError as exc:
+            raise JobFailed("missing_provider_keys", str(exc)) from exc
 
     async def _connect(self) -> rtc.Room:
+        assert self.meta is not None
         if self.meta.mode != "plugin":
             await self.ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
             return self.ctx.room
@@ -227,6 +333,7 @@ class _Job:
         self, room: rtc.Room, generator: LipSyncVideoGenerator
     ) -> tuple[AudioReceiver, Conversation | None]:
         meta, settings = self.meta, self.settings
+        assert meta is not None
         if meta.mode == "passthrough":
             receiver = ParticipantAudioReceiver(
                 room,
@@ -255,6 +362,8 @@ class _Job:
             except Exception:
                 logger.exception("closing a session resource failed")
         self._closers.clear()
+        if self._reporter is not None:
+            self._reporter.aclose()
         if self._own_room is not None:
             await self._own_room.disconnect()
         await self.faces.aclose()

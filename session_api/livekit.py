@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 
 import aiohttp
@@ -38,6 +39,25 @@ def room_name(session_id: str) -> str:
 
 
 ROOM_PREFIX = "atlas-rt-"
+
+# What the avatar worker tells the API and the client through its participant attributes
+# (the contract is documented in agent/README.md; agent and session_api share no code).
+STATE_ATTR = "atlas.state"  # "live" | "ended" | "failed"
+ERROR_ATTR = "atlas.error"  # failed: an error code
+END_REASON_ATTR = "atlas.end_reason"  # ended: why
+BILLABLE_UNTIL_ATTR = "atlas.billable_until"  # ended: unix time (s) the bill stops at
+
+
+@dataclass(frozen=True, slots=True)
+class AgentPresence:
+    """The avatar worker's participant in a session's room, as the server lists it."""
+
+    identity: str
+    attributes: dict[str, str]
+
+    @property
+    def state(self) -> str:
+        return self.attributes.get(STATE_ATTR, "")
 
 
 class LiveKit:
@@ -104,6 +124,25 @@ class LiveKit:
         async with self._call("create_dispatch"):
             dispatch = await self._api.agent_dispatch.create_dispatch(request)
         return dispatch.id
+
+    async def existing_rooms(self, names: list[str]) -> set[str]:
+        """Which of `names` the server still has."""
+        if not names:
+            return set()
+        async with self._call("list_rooms"):
+            listed = await self._api.room.list_rooms(api.ListRoomsRequest(names=names))
+        return {room.name for room in listed.rooms}
+
+    async def agent_in(self, room: str) -> AgentPresence | None:
+        """The agent participant in `room` (our avatar worker), or None."""
+        async with self._call("list_participants"):
+            listed = await self._api.room.list_participants(api.ListParticipantsRequest(room=room))
+        for participant in listed.participants:
+            if participant.kind == api.ParticipantInfo.Kind.AGENT:
+                return AgentPresence(
+                    identity=participant.identity, attributes=dict(participant.attributes)
+                )
+        return None
 
     def client_token(self, *, session_id: str, ttl_s: int) -> str:
         """A join token for the session's client: its own identity, its own room only."""

@@ -1,32 +1,22 @@
-"""Realtime sessions: create, look up, swap the face, end exactly once, bill.
+"""The realtime session service: create, look up, swap the face, end exactly once, clean up.
 
-See docs/architecture.md, "Realtime sessions and the LiveKit wiring".
-
-The realtime_sessions row is the single source of truth, shared by every API process:
-
-- capacity: a create reserves a slot by inserting a `starting` row, under a lock (an advisory
-  transaction lock on PostgreSQL, BEGIN IMMEDIATE on SQLite), so the configured number of
-  sessions is never exceeded, however many API processes there are;
-- ending: every path (DELETE, max duration via the reaper, LiveKit's room_finished) goes
-  through `end_once`, one locked transaction that ends an `active` row or does nothing. The
-  winner records the duration (the bill); the others see None. The room and face cleanup that
-  follows is retried by the reaper until it succeeds (`room_cleanup_due_at`).
+Rooms, dispatch, tokens and face objects live here; the row itself is the repository's
+(session_api/realtime_store.py) and the price is session_api/pricing.py's. Every end path
+(DELETE, max duration via the reaper, LiveKit's room_finished) goes through the repository's
+`end_once`; the room and face cleanup that follows is retried by the reaper until it succeeds
+(`room_cleanup_due_at`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
-from typing import Any, Literal
-
-from sqlalchemy import func, select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from session_api.clock import Clock, utcnow
 from session_api.config import Settings
@@ -39,16 +29,26 @@ from session_api.errors import (
     TemporarilyUnavailable,
 )
 from session_api.faces import FaceChecker, FaceFetcher, FaceFile
-from session_api.livekit import ROOM_PREFIX, LiveKit, LiveKitBusy, LiveKitError, room_name
+from session_api.livekit import (
+    BILLABLE_UNTIL_ATTR,
+    END_REASON_ATTR,
+    ERROR_ATTR,
+    ROOM_PREFIX,
+    AgentPresence,
+    LiveKit,
+    LiveKitBusy,
+    LiveKitError,
+    room_name,
+)
+from session_api.pricing import Mode, estimated_cost, price_cents, round_duration
+from session_api.realtime_store import EndedSession, SessionStore, face_keys_of
 from session_api.storage import Storage, StorageFailure
 
 logger = logging.getLogger("session_api")
 
-Mode = Literal["conversation", "passthrough"]
 MODES: tuple[Mode, ...] = ("conversation", "passthrough")
-LIVE = ("starting", "active")
-CLEANUP_RETRY = timedelta(seconds=30)
-_CAPACITY_LOCK = 0x61746C6173  # pg_advisory_xact_lock key: "atlas"
+JOIN_POLL_S = 0.05  # how often a create looks for the worker in the room
+__all__ = ["MODES", "CreatedSession", "Mode", "NewSession", "RealtimeService"]
 
 
 def new_session_id() -> str:
@@ -58,37 +58,6 @@ def new_session_id() -> str:
 
 def session_id_of_room(room: str) -> str | None:
     return room.removeprefix(ROOM_PREFIX) if room.startswith(ROOM_PREFIX) else None
-
-
-def price_cents(settings: Settings, mode: Mode) -> int:
-    per_hour = (
-        settings.realtime_price_conversation
-        if mode == "conversation"
-        else settings.realtime_price_passthrough
-    )
-    return int((per_hour * 100).to_integral_value(ROUND_HALF_UP))
-
-
-def dollars(cents: Decimal) -> str:
-    value = (cents / 100).quantize(Decimal("0.01"), ROUND_HALF_UP)
-    return f"${value}"
-
-
-def estimated_cost(duration_s: float, cents_per_hour: int) -> str:
-    """Per-second proration, rounded half up to the cent: 322.0 s at $10/h -> "$0.89"."""
-    cents = Decimal(str(duration_s)) * cents_per_hour / 3600
-    return dollars(cents)
-
-
-def pricing_text(cents_per_hour: int) -> str:
-    """'$10/hour, prorated per second' (or '$7.50/hour, ...' for a price with cents)."""
-    whole, rest = divmod(cents_per_hour, 100)
-    price = f"${whole}" if rest == 0 else f"${whole}.{rest:02d}"
-    return f"{price}/hour, prorated per second"
-
-
-def round_duration(seconds: float) -> float:
-    return round(max(0.0, seconds), 1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,177 +87,15 @@ class SessionView:
     started_at: datetime | None
     ended_at: datetime | None
     duration_s: float
+    estimated_cost: str
+    error_code: str | None  # failed sessions: why
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EndedSession:
-    session_id: str
-    room: str
-    reason: str
-    ended_at: datetime
-    duration_s: float
-    cents_per_hour: int
-
-    @property
-    def cost(self) -> str:
-        return estimated_cost(self.duration_s, self.cents_per_hour)
-
-
-class SessionStore:
-    """The realtime_sessions table: every state change is one short transaction."""
-
-    def __init__(self, *, db: Database) -> None:
-        self.db = db
-
-    async def live_count(self) -> int:
-        async with self.db.session() as session:
-            return await _live_count(session)
-
-    async def reserve(self, row: RealtimeSession, *, capacity: int) -> bool:
-        """Insert a `starting` row if fewer than `capacity` sessions are live; False if full."""
-        async with self.db.write() as session:
-            if not self.db.is_sqlite:  # SQLite's BEGIN IMMEDIATE already serialises writers
-                await session.execute(
-                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CAPACITY_LOCK}
-                )
-            if await _live_count(session) >= capacity:
-                return False
-            session.add(row)
-        return True
-
-    async def activate(self, session_id: str, *, started_at: datetime, max_duration_s: int) -> bool:
-        """starting -> active (one UPDATE; False if the reaper failed it meanwhile)."""
-        async with self.db.write() as session:
-            result = await session.execute(
-                update(RealtimeSession)
-                .where(RealtimeSession.id == session_id, RealtimeSession.status == "starting")
-                .values(
-                    status="active",
-                    started_at=started_at,
-                    expires_at=started_at + timedelta(seconds=max_duration_s),
-                )
-            )
-        return getattr(result, "rowcount", 0) == 1
-
-    async def fail(self, session_id: str, *, now: datetime) -> bool:
-        """A create that did not finish: no bill, cleanup due now."""
-        async with self.db.write() as session:
-            row = await _locked(session, session_id)
-            if row is None or row.status != "starting":
-                return False
-            row.status = "failed"
-            row.ended_at = now
-            row.duration_s = 0.0
-            row.end_reason = "create_failed"
-            row.room_cleanup_due_at = now
-        return True
-
-    async def get(self, session_id: str, *, key_id: int) -> RealtimeSession | None:
-        async with self.db.session() as session:
-            row = await session.get(RealtimeSession, session_id)
-        if row is None or row.key_id != key_id:
-            return None
-        return row
-
-    async def end_once(
-        self, session_id: str, *, at: datetime, reason: str, now: datetime
-    ) -> EndedSession | None:
-        """End an active session at `at` (clamped to [started, expires]); None if not active."""
-        async with self.db.write() as session:
-            row = await _locked(session, session_id)
-            if row is None or row.status != "active" or row.started_at is None:
-                return None
-            ended_at = min(max(at, row.started_at), row.expires_at)
-            row.status = "ended"
-            row.ended_at = ended_at
-            row.duration_s = round_duration((ended_at - row.started_at).total_seconds())
-            row.end_reason = reason
-            row.room_cleanup_due_at = now + CLEANUP_RETRY
-            return EndedSession(
-                session_id=row.id,
-                room=row.room,
-                reason=reason,
-                ended_at=ended_at,
-                duration_s=row.duration_s,
-                cents_per_hour=row.price_cents_per_hour,
-            )
-
-    @asynccontextmanager
-    async def locked_active(self, session_id: str, key_id: int) -> AsyncIterator[RealtimeSession]:
-        """The caller's active session, row-locked for one transaction; NotFound otherwise."""
-        async with self.db.write() as session:
-            row = await _locked(session, session_id)
-            if row is None or row.key_id != key_id or row.status != "active":
-                raise NotFound("Session not found or already ended.")
-            yield row
-
-    async def expired(self, now: datetime, *, limit: int = 100) -> list[str]:
-        async with self.db.session() as session:
-            rows = await session.scalars(
-                select(RealtimeSession.id)
-                .where(RealtimeSession.status == "active", RealtimeSession.expires_at <= now)
-                .order_by(RealtimeSession.expires_at)
-                .limit(limit)
-            )
-            return list(rows)
-
-    async def stale_starting(self, cutoff: datetime, *, limit: int = 100) -> list[str]:
-        async with self.db.session() as session:
-            rows = await session.scalars(
-                select(RealtimeSession.id)
-                .where(RealtimeSession.status == "starting", RealtimeSession.created_at <= cutoff)
-                .limit(limit)
-            )
-            return list(rows)
-
-    async def claim_cleanup(self, now: datetime, *, limit: int = 50) -> list[str]:
-        """Sessions whose room/face cleanup is due, each claimed by one caller only."""
-        async with self.db.session() as session:
-            due = (
-                await session.execute(
-                    select(RealtimeSession.id, RealtimeSession.room_cleanup_due_at)
-                    .where(RealtimeSession.room_cleanup_due_at <= now)
-                    .limit(limit)
-                )
-            ).all()
-        claimed = []
-        for session_id, seen in due:
-            async with self.db.write() as session:
-                result = await session.execute(
-                    update(RealtimeSession)
-                    .where(
-                        RealtimeSession.id == session_id,
-                        RealtimeSession.room_cleanup_due_at == seen,
-                    )
-                    .values(room_cleanup_due_at=now + CLEANUP_RETRY)
-                )
-            if getattr(result, "rowcount", 0) == 1:
-                claimed.append(session_id)
-        return claimed
-
-    async def cleanup_done(self, session_id: str) -> None:
-        async with self.db.write() as session:
-            await session.execute(
-                update(RealtimeSession)
-                .where(RealtimeSession.id == session_id)
-                .values(room_cleanup_due_at=None)
-            )
-
-
-async def _live_count(session: AsyncSession) -> int:
-    n = await session.scalar(
-        select(func.count()).select_from(RealtimeSession).where(RealtimeSession.status.in_(LIVE))
-    )
-    return int(n or 0)
-
-
-async def _locked(session: AsyncSession, session_id: str) -> RealtimeSession | None:
-    return await session.get(RealtimeSession, session_id, with_for_update=True)
-
-
-def face_keys_of(row: RealtimeSession) -> list[str]:
-    keys = json.loads(row.face_keys or "[]")
-    return [str(k) for k in keys]
+def _billable_until(agent: AgentPresence) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(float(agent.attributes[BILLABLE_UNTIL_ATTR]), UTC)
+    except (KeyError, ValueError, OverflowError):
+        return None
 
 
 class RealtimeService:
@@ -383,12 +190,28 @@ class RealtimeService:
         token = self.livekit.client_token(
             session_id=session_id, ttl_s=new.max_duration_s + s.realtime_token_margin_s
         )
-        started = self.clock()
+        started = await self._worker_joined(room)
         if not await self.store.activate(
             session_id, started_at=started, max_duration_s=new.max_duration_s
         ):
             raise TemporarilyUnavailable("Session start timed out.")
         return token
+
+    async def _worker_joined(self, room: str) -> datetime:
+        """When the avatar worker joined the room: the bill starts there, not at dispatch.
+        No worker within realtime_join_timeout_s means none is free: 503 no_capacity."""
+        s = self.settings
+        deadline = asyncio.get_running_loop().time() + s.realtime_join_timeout_s
+        while True:
+            try:
+                if await self.livekit.agent_in(room) is not None:
+                    return self.clock()
+            except LiveKitError as exc:
+                raise TemporarilyUnavailable("LiveKit is temporarily unavailable.") from exc
+            if asyncio.get_running_loop().time() >= deadline:
+                logger.warning("no avatar worker joined", extra={"room": room})
+                raise NoCapacity(retry_after_s=s.realtime_retry_after_s)
+            await asyncio.sleep(JOIN_POLL_S)
 
     async def _abort(self, session_id: str) -> None:
         """Undo a create that failed halfway: no bill; room and face removed now or later."""
@@ -421,14 +244,14 @@ class RealtimeService:
     # --- read ---------------------------------------------------------------------------------
     async def view(self, session_id: str, *, key_id: int) -> SessionView:
         row = await self.store.get(session_id, key_id=key_id)
-        if row is None or row.status not in ("active", "ended"):
+        if row is None or row.status not in ("active", "ended", "failed"):
             raise NotFound("Session not found.")
-        if row.status == "ended":
-            duration = row.duration_s or 0.0
-        else:
+        if row.status == "active":
             assert row.started_at is not None
             now = min(self.clock(), row.expires_at)
             duration = round_duration((now - row.started_at).total_seconds())
+        else:
+            duration = row.duration_s or 0.0
         return SessionView(
             session_id=row.id,
             status=row.status,
@@ -436,6 +259,8 @@ class RealtimeService:
             started_at=row.started_at,
             ended_at=row.ended_at,
             duration_s=duration,
+            estimated_cost=estimated_cost(duration, row.price_cents_per_hour),
+            error_code=row.end_reason if row.status == "failed" else None,
         )
 
     async def require_active(self, session_id: str, *, key_id: int) -> RealtimeSession:
@@ -487,8 +312,8 @@ class RealtimeService:
 
     async def cleanup(self, session_id: str, *, room_gone: bool = False) -> bool:
         """Delete the room and the face objects; on failure the reaper retries later."""
-        async with self.store.db.session() as session:
-            row = await session.get(RealtimeSession, session_id)
+        async with self.store.db.session() as tx:
+            row = await tx.get(RealtimeSession, session_id)
         if row is None:
             return False
         try:
@@ -506,6 +331,42 @@ class RealtimeService:
             await self.storage.delete(*keys)
         except StorageFailure:
             logger.warning("face cleanup failed")
+
+    # --- what LiveKit says -----------------------------------------------------------------
+    async def reconcile(self) -> list[str]:
+        """End or fail active sessions by what LiveKit shows: the room gone, the worker gone
+        (killed), or the worker's own end or failure in its participant attributes."""
+        rows = await self.store.active_rooms()
+        if not rows:
+            return []
+        existing = await self.livekit.existing_rooms([room for _, room in rows])
+        done = []
+        for session_id, room in rows:
+            if await self._reconcile(session_id, room, exists=room in existing):
+                done.append(session_id)
+        return done
+
+    async def _reconcile(self, session_id: str, room: str, *, exists: bool) -> bool:
+        if not exists:
+            return await self.end(session_id, reason="room_finished") is not None
+        agent = await self.livekit.agent_in(room)
+        if agent is None:
+            return await self.end(session_id, reason="agent_lost") is not None
+        if agent.state == "failed":
+            return await self._agent_failed(session_id, agent)
+        if agent.state == "ended":
+            reason = (agent.attributes.get(END_REASON_ATTR) or "agent_ended")[:32]
+            return await self.end(session_id, reason=reason, at=_billable_until(agent)) is not None
+        return False
+
+    async def _agent_failed(self, session_id: str, agent: AgentPresence) -> bool:
+        """The worker could not start the session: failed, nothing billed, room deleted."""
+        code = (agent.attributes.get(ERROR_ATTR) or "agent_failed")[:32]
+        if not await self.store.fail(session_id, now=self.clock(), code=code):
+            return False
+        logger.warning("realtime session failed", extra={"session_id": session_id, "code": code})
+        await self.cleanup(session_id)
+        return True
 
     # --- capacity -----------------------------------------------------------------------------
     async def busy(self) -> bool:

@@ -6,7 +6,10 @@ billed even if the worker or the API died. Each sweep, on every API process:
 1. ends active sessions past `expires_at`, at `expires_at` (a session is never billed past its
    max duration, even when the API was down when it expired);
 2. fails creates that never finished (a process died between reserving and starting);
-3. retries room and face cleanup that did not succeed the first time.
+3. ends or fails active sessions by what LiveKit shows (RealtimeService.reconcile): the room
+   gone, the worker gone (killed), or the worker's own end (billed up to the time it names,
+   which excludes an empty room's wait) or failure (nothing billed);
+4. retries room and face cleanup that did not succeed the first time.
 
 Ending goes through SessionStore.end_once, so several reapers never end or bill twice. The first
 sweep runs at once on start (catching up), then one every `interval_s` (1 s: within 2 s).
@@ -19,6 +22,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from session_api.livekit import LiveKitError
 from session_api.realtime import RealtimeService
 
 logger = logging.getLogger("session_api")
@@ -62,6 +66,10 @@ class Reaper:
             # end_once clamps the end to expires_at: billed up to the max duration, not to now.
             if await self.service.end(session_id, reason="max_duration", at=now) is not None:
                 done.ended.append(session_id)
+        try:
+            done.ended.extend(await self.service.reconcile())
+        except LiveKitError:
+            logger.warning("reaper: LiveKit unreachable; sessions checked next sweep")
         for session_id in await store.stale_starting(now - self.start_timeout):
             if await store.fail(session_id, now=now):
                 done.failed.append(session_id)

@@ -139,11 +139,14 @@ class RealtimeSessionCreated(BaseModel):
 
 class RealtimeSessionStatus(BaseModel):
     session_id: str
-    status: str
+    status: str  # active | ended | failed
     room: str
     started_at: str | None
     ended_at: str | None
     duration_seconds: float
+    # beyond the spec: the bill so far (ended: final) and, for failed sessions, why
+    estimated_cost: str
+    error_code: str | None = None
 
 
 class RealtimeFaceUpdated(BaseModel):

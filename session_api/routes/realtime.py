@@ -30,15 +30,8 @@ from session_api.errors import (
 )
 from session_api.faces import FaceFile, check_face_url
 from session_api.livekit import WebhookRejected
-from session_api.realtime import (
-    MODES,
-    Mode,
-    NewSession,
-    RealtimeService,
-    estimated_cost,
-    pricing_text,
-    session_id_of_room,
-)
+from session_api.pricing import Mode, estimated_cost, pricing_text
+from session_api.realtime import MODES, NewSession, RealtimeService, session_id_of_room
 from session_api.schemas import (
     RealtimeFaceUpdated,
     RealtimeSessionCreated,
@@ -265,6 +258,8 @@ async def get_session(
         started_at=iso_z(view.started_at),
         ended_at=iso_z(view.ended_at),
         duration_seconds=view.duration_s,
+        estimated_cost=view.estimated_cost,
+        error_code=view.error_code,
     )
 
 

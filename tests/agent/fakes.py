@@ -32,6 +32,10 @@ class FakePublication:
     def kind(self) -> int:
         return self.track.kind
 
+    @property
+    def source(self) -> int:
+        return self.options.source
+
     async def wait_for_subscription(self) -> None:
         return None
 

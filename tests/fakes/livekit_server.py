@@ -49,6 +49,10 @@ class FakeLiveKit:
     rooms: dict[str, api.Room] = field(default_factory=dict)
     # method -> (status, twirp code) to answer on the next calls of that method (one per entry)
     failures: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    # room -> its agent participant: a dispatch "joins" the worker at once, unless
+    # `agents_join` is False (no worker free); tests edit attributes as the worker would
+    agents: dict[str, api.ParticipantInfo] = field(default_factory=dict)
+    agents_join: bool = True
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -59,6 +63,11 @@ class FakeLiveKit:
             ("RoomService", "UpdateRoomMetadata"): (
                 api.UpdateRoomMetadataRequest,
                 self._update_metadata,
+            ),
+            ("RoomService", "ListRooms"): (api.ListRoomsRequest, self._list_rooms),
+            ("RoomService", "ListParticipants"): (
+                api.ListParticipantsRequest,
+                self._list_participants,
             ),
             ("AgentDispatchService", "CreateDispatch"): (
                 api.CreateAgentDispatchRequest,
@@ -167,6 +176,8 @@ class FakeLiveKit:
         video = claims.video or api.VideoGrants()
         if method in {"CreateRoom", "DeleteRoom"}:
             ok = bool(video.room_create)
+        elif method == "ListRooms":
+            ok = bool(video.room_list)
         else:  # room admin on exactly this room
             ok = bool(video.room_admin) and video.room == request.room
         if not ok:
@@ -187,7 +198,19 @@ class FakeLiveKit:
             self.rooms[req.name] = room
         return room
 
+    def _list_rooms(self, req: api.ListRoomsRequest) -> api.ListRoomsResponse:
+        names = set(req.names)
+        rooms = [room for name, room in self.rooms.items() if not names or name in names]
+        return api.ListRoomsResponse(rooms=rooms)
+
+    def _list_participants(self, req: api.ListParticipantsRequest) -> api.ListParticipantsResponse:
+        if req.room not in self.rooms:
+            raise TwirpFailure(404, "not_found", "requested room does not exist")
+        agent = self.agents.get(req.room)
+        return api.ListParticipantsResponse(participants=[agent] if agent is not None else [])
+
     def _delete_room(self, req: api.DeleteRoomRequest) -> api.DeleteRoomResponse:
+        self.agents.pop(req.room, None)
         if self.rooms.pop(req.room, None) is None:
             raise TwirpFailure(404, "not_found", "requested room does not exist")
         return api.DeleteRoomResponse()
@@ -200,6 +223,12 @@ class FakeLiveKit:
         return room
 
     def _create_dispatch(self, req: api.CreateAgentDispatchRequest) -> api.AgentDispatch:
+        if self.agents_join and req.room in self.rooms:
+            self.agents[req.room] = api.ParticipantInfo(
+                identity=f"agent-{len(self.calls)}",
+                kind=api.ParticipantInfo.Kind.AGENT,
+                joined_at=int(time.time()),
+            )
         return api.AgentDispatch(
             id="AD_" + hashlib.sha1(f"{req.room}{len(self.calls)}".encode()).hexdigest()[:12],
             agent_name=req.agent_name,

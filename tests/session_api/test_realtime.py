@@ -17,7 +17,7 @@ import pytest
 from livekit import api
 
 from session_api.config import Settings
-from session_api.realtime import estimated_cost, pricing_text
+from session_api.pricing import estimated_cost, pricing_text
 from tests.fake_clock import FakeClock
 from tests.fakes.livekit_server import FakeLiveKit
 
@@ -136,6 +136,8 @@ async def test_status_duration_and_end_with_cost(
             "started_at": status["started_at"],
             "ended_at": None,
             "duration_seconds": 142.5,
+            "estimated_cost": status["estimated_cost"],
+            "error_code": None,
         }
         clock.advance(322.0 - 142.5)
         ended = await api_rt.client.delete(f"/v1/realtime/session/{sid}", headers=auth(key.key))
@@ -147,6 +149,7 @@ async def test_status_duration_and_end_with_cost(
             await api_rt.client.get(f"/v1/realtime/session/{sid}", headers=auth(key.key))
         ).json()
         assert after["status"] == "ended" and after["duration_seconds"] == 322.0
+        assert after["estimated_cost"] == costs[mode]["estimated_cost"]
         assert after["ended_at"] is not None
         again = await api_rt.client.delete(f"/v1/realtime/session/{sid}", headers=auth(key.key))
         assert_error(again, 409, "already_ended")

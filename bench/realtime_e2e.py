@@ -1,0 +1,190 @@
+"""Realtime end to end through a real livekit-server: glass-to-glass latency, sessions per
+machine, session create latency. Writes the `realtime-e2e` section of BENCHMARKS.md.
+
+    bash scripts/services.sh run .venv/bin/python -m bench.realtime_e2e [--max-sessions 4]
+
+- latency: a client publishes speech bursts (the fixture's speech, silence between) in real
+  time; for each sent onset, the first received frame whose mouth is open (landmarker inner-lip
+  gap above its resting value) on arrival: p50 and p95 on loopback;
+- sessions per machine: n concurrent passthrough sessions (n = 1..max), each client speaking;
+  received fps and late frames (a gap over 1.5 frame intervals) per session; the largest n at
+  which every session receives >= 24.5 fps with < 1% late frames;
+- create: POST /v1/realtime/session (multipart face) until the response, which includes the
+  wait for the worker to join; p50 and p99 over `--creates` sessions, each deleted at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.run import write_section
+from renderer.landmarks import FaceLandmarker
+from tests.e2e import media
+from tests.e2e.stack import Stack, start_stack
+from tests.livekit_server import start_livekit_server, stop
+
+OPEN_ABOVE_REST = 0.08  # inner-lip gap / mouth width above the resting value: "open"
+JOIN_LIMIT_S = 180.0
+
+
+async def latency(stack: Stack, repeats: int) -> list[float]:
+    created = await stack.create_session(mode="passthrough")
+    session = created.json()
+    viewer = media.Viewer()
+    await viewer.join(session["livekit_url"], session["token"])
+    speech, rate = media.load_speech()
+    burst = speech[:rate]  # the first word or two
+    gap = media.silence(1.5, rate)
+    pcm = np.concatenate([gap] + [np.concatenate([burst, gap]) for _ in range(repeats)])
+    try:
+        source, _ = await viewer.publish_audio()
+        await asyncio.wait_for(viewer.first_video.wait(), JOIN_LIMIT_S)
+        sent = await media.play(source, pcm, rate)
+    finally:
+        await viewer.leave()
+        await stack.delete_session(session["session_id"])
+    landmarker = FaceLandmarker(max_faces=1)
+    try:
+        mouths = media.mouths([f for f in viewer.video if f.at >= sent.start], landmarker)
+    finally:
+        landmarker.close()
+    rest = float(np.median([m.gap for m in mouths]))
+    out = []
+    for onset in onsets(sent):
+        opened = [
+            m.at for m in mouths if onset < m.at < onset + 1.5 and m.gap > rest + OPEN_ABOVE_REST
+        ]
+        if opened:
+            out.append(opened[0] - onset)
+    return out
+
+
+def onsets(sent: media.Sent, *, quiet_s: float = 1.0, db: float = -35.0) -> list[float]:
+    """Send times of the chunks that are loud after at least `quiet_s` of quiet."""
+    step = sent.rate // 100
+    out, quiet = [], quiet_s
+    for i in range(0, len(sent.pcm) - step, step):
+        loud = media.level_db(sent.pcm[i : i + step]) > db
+        if loud and quiet >= quiet_s:
+            out.append(sent.start + i / sent.rate)
+        quiet = 0.0 if loud else quiet + step / sent.rate
+    return out
+
+
+async def concurrent(stack: Stack, n: int) -> list[tuple[float, float]]:
+    """(fps received, late-frame fraction) of each of n concurrent speaking sessions."""
+    created = [await stack.create_session(mode="passthrough") for _ in range(n)]
+    sessions = [c.json() for c in created if c.status_code == 200]
+    viewers = [media.Viewer(keep_pixels=False) for _ in sessions]
+    speech, rate = media.load_speech()
+    try:
+        for viewer, session in zip(viewers, sessions, strict=True):
+            await viewer.join(session["livekit_url"], session["token"])
+        sources = [(await v.publish_audio())[0] for v in viewers]
+        await asyncio.wait_for(
+            asyncio.gather(*(v.first_video.wait() for v in viewers)), JOIN_LIMIT_S
+        )
+        sent = await asyncio.gather(*(media.play(s, speech, rate) for s in sources))
+    finally:
+        for viewer in viewers:
+            await viewer.leave()
+        for session in sessions:
+            await stack.delete_session(session["session_id"])
+    out = []
+    for viewer, s in zip(viewers, sent, strict=True):
+        frames = [f.at for f in viewer.video if f.at >= s.start + 0.5]
+        gaps = np.diff(frames)
+        fps = (len(frames) - 1) / (frames[-1] - frames[0]) if len(frames) > 1 else 0.0
+        out.append((fps, float(np.mean(gaps > 1.5 / media.FPS)) if gaps.size else 1.0))
+    return out
+
+
+async def creates(stack: Stack, count: int) -> list[float]:
+    times = []
+    for _ in range(count):
+        started = time.monotonic()
+        created = await stack.create_session(mode="passthrough")
+        times.append(time.monotonic() - started)
+        if created.status_code == 200:
+            await stack.delete_session(created.json()["session_id"])
+    return times
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+async def run(stack: Stack, args: argparse.Namespace) -> str:
+    lat = await latency(stack, args.repeats)
+    rows = []
+    best = 0
+    for n in range(1, args.max_sessions + 1):
+        result = await concurrent(stack, n)
+        ok = len(result) == n and all(f >= 24.5 and late < 0.01 for f, late in result)
+        best = n if ok else best
+        fps = ", ".join(f"{f:.1f}" for f, _ in result)
+        late = ", ".join(f"{100 * lt:.1f}%" for _, lt in result)
+        rows.append(f"| {n} | {fps} | {late} | {'yes' if ok else 'no'} |")
+    made = await creates(stack, args.creates)
+    return "\n".join(
+        [
+            f"Machine: {os.cpu_count()} CPUs ({platform.machine()}), shared and busy while "
+            f"measured (load average {os.getloadavg()[0]:.1f}); warp renderer, 512x512 at 25 fps, "
+            "VP8, livekit-server v1.13.5 on loopback.",
+            "",
+            f"- **Glass-to-glass latency** (sent audio onset -> first received frame with the "
+            f"mouth open), {len(lat)} onsets: p50 **{1000 * pct(lat, 50):.0f} ms**, "
+            f"p95 {1000 * pct(lat, 95):.0f} ms.",
+            "- **Sessions per machine** at >= 24.5 fps received with < 1% late frames: "
+            f"**{best}**.",
+            f"- **Session create** (until the worker joined), {len(made)} creates: "
+            f"p50 {1000 * pct(made, 50):.0f} ms, p99 **{1000 * pct(made, 99):.0f} ms**.",
+            "",
+            "| sessions | fps received (each) | late frames (each) | meets 25 fps, < 1% late |",
+            "|---|---|---|---|",
+            *rows,
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-sessions", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=12)
+    parser.add_argument("--creates", type=int, default=30)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        server, proc = start_livekit_server(Path(tmp))
+        try:
+            stack = start_stack(
+                Path(tmp),
+                server,
+                api_env={"ATLAS_REALTIME_CAPACITY": str(args.max_sessions + 1)},
+                ATLAS_AGENT_MAX_STREAMS=str(args.max_sessions + 1),
+            )
+            try:
+                body = asyncio.run(run(stack, args))
+            finally:
+                stack.stop()
+        finally:
+            stop(proc)
+    command = "bash scripts/services.sh run .venv/bin/python -m bench.realtime_e2e " + (
+        f"--max-sessions {args.max_sessions} --repeats {args.repeats} --creates {args.creates}"
+    )
+    write_section(
+        "realtime-e2e",
+        f"## Realtime end to end, {dt.date.today().isoformat()}\n\nCommand: `{command}`\n\n{body}",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,253 @@
+"""The realtime stack as users run it, for the end-to-end suite: real `atlas serve` and
+`atlas agent start` processes on a real livekit-server, and an HTTP client for the API.
+
+A plain helper module (not a conftest), so other suites import it:
+
+    stack = start_stack(tmp_path, livekit_server)         # API + key + one registered worker
+    created = await stack.create_session(mode="passthrough")
+    ...
+    stack.stop()
+
+Every wait here is a hang guard (a generous limit on a condition), never a sleep that a slow
+machine could lose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from livekit import api
+
+from tests.livekit_server import LiveKitServer
+from tests.processes import Procs, free_port, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+FACE = ROOT / "tests" / "fixtures" / "face.jpg"
+START_LIMIT_S = 120.0  # a cold worker loads the landmarker and the renderer: hang guard only
+REGISTERED = "registered worker"
+T = TypeVar("T")
+
+
+def stack_env(tmp: Path, livekit: LiveKitServer, **extra: str) -> dict[str, str]:
+    """The environment both processes share: one data dir (SQLite, file storage, so the
+    worker resolves faces by storage key), the test LiveKit server, and `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ATLAS_", "LIVEKIT_"))}
+    # each stack's own agent name: stacks share the server, and a dispatch must reach this
+    # stack's worker (which reads this stack's faces), not another's
+    agent_name = f"atlas-avatar-{secrets.token_hex(3)}"
+    env.update(
+        {
+            "ATLAS_AGENT_NAME": agent_name,
+            "ATLAS_REALTIME_AGENT_NAME": agent_name,
+            "PYTHONPATH": str(ROOT),
+            "ATLAS_DATA_DIR": str(tmp / "data"),
+            "ATLAS_REALTIME_REAPER_INTERVAL_S": "0.25",
+            "ATLAS_AGENT_HTTP_HOST": "127.0.0.1",
+            "ATLAS_AGENT_HTTP_PORT": "0",  # the machine may run other workers
+            "ATLAS_LOG_LEVEL": "INFO",
+            **livekit.env(),
+            **extra,
+        }
+    )
+    return env
+
+
+@dataclass
+class Stack:
+    """One API process, its key, and the worker processes started for it."""
+
+    base_url: str
+    key: str
+    livekit: LiveKitServer
+    env: dict[str, str]
+    procs: Procs
+    api_proc: subprocess.Popen[bytes]
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    # -- processes ---------------------------------------------------------------------------
+    def start_worker(self, *args: str, **extra: str) -> subprocess.Popen[bytes]:
+        """`atlas agent start ARGS`, returned once it has registered with the server."""
+        proc = self.procs.start({**self.env, **extra}, "agent", "start", *args)
+        self.workers.append(proc)
+        wait_for_log(self.procs, proc, REGISTERED, limit_s=START_LIMIT_S)
+        return proc
+
+    def log(self, proc: subprocess.Popen[bytes]) -> str:
+        return self.procs.log(proc)
+
+    def stop(self) -> None:
+        self.procs.stop_all()
+
+    async def session_summary(self, session_id: str) -> dict[str, Any]:
+        """The worker's `session summary` log record of a session (logged as it ends)."""
+
+        async def logged() -> dict[str, Any] | None:
+            for proc in self.workers:
+                for line in self.log(proc).splitlines():
+                    if '"session summary"' in line and session_id in line:
+                        record: dict[str, Any] = json.loads(line)
+                        return record
+            return None
+
+        return await poll(logged, limit_s=60, what=f"the summary of {session_id}")
+
+    # -- HTTP --------------------------------------------------------------------------------
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    def http(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base_url, headers=self.auth, timeout=60)
+
+    async def create_session(
+        self, *, mode: str = "passthrough", face: bytes | None = None, **fields: str
+    ) -> httpx.Response:
+        """POST /v1/realtime/session with a multipart face upload (the fixture by default)."""
+        image = face if face is not None else FACE.read_bytes()
+        async with self.http() as client:
+            return await client.post(
+                "/v1/realtime/session",
+                files={"face": ("face.jpg", image, "image/jpeg")},
+                data={"mode": mode, **fields},
+            )
+
+    async def get_session(self, session_id: str) -> dict[str, Any]:
+        async with self.http() as client:
+            response = await client.get(f"/v1/realtime/session/{session_id}")
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def delete_session(self, session_id: str) -> httpx.Response:
+        async with self.http() as client:
+            return await client.delete(f"/v1/realtime/session/{session_id}")
+
+    async def swap_face(self, session_id: str, face: bytes) -> httpx.Response:
+        async with self.http() as client:
+            return await client.patch(
+                f"/v1/realtime/session/{session_id}",
+                files={"face": ("face.jpg", face, "image/jpeg")},
+            )
+
+    async def wait_status(
+        self, session_id: str, wanted: set[str], *, limit_s: float
+    ) -> dict[str, Any]:
+        """GET until the status is one of `wanted` (hang guard: `limit_s`)."""
+        return await poll(
+            lambda: self._status_in(session_id, wanted),
+            limit_s=limit_s,
+            what=f"{wanted}",
+            step_s=0.25,
+        )
+
+    async def _status_in(self, session_id: str, wanted: set[str]) -> dict[str, Any] | None:
+        body = await self.get_session(session_id)
+        return body if body["status"] in wanted else None
+
+    # -- LiveKit's RoomService ---------------------------------------------------------------
+    async def room_exists(self, room: str) -> bool:
+        return await room_exists(self.livekit, room)
+
+
+async def room_exists(livekit: LiveKitServer, room: str) -> bool:
+    async with api.LiveKitAPI(livekit.http_url, livekit.api_key, livekit.api_secret) as lkapi:
+        rooms = await lkapi.room.list_rooms(api.ListRoomsRequest(names=[room]))
+    return any(r.name == room for r in rooms.rooms)
+
+
+async def poll(
+    probe: Callable[[], Awaitable[T | None]], *, limit_s: float, what: str, step_s: float = 0.1
+) -> T:
+    """Await `probe` until it returns a value; fail after `limit_s` (a hang guard)."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not reached within {limit_s:.0f} s: {what}")
+        await asyncio.sleep(step_s)
+
+
+def wait_for_log(procs: Procs, proc: subprocess.Popen[bytes], text: str, *, limit_s: float) -> None:
+    def seen() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"process exited ({proc.returncode}):\n{procs.log(proc)[-3000:]}")
+        return text in procs.log(proc)
+
+    try:
+        wait_until(seen, limit_s=limit_s, step_s=0.2)
+    except AssertionError as exc:
+        raise AssertionError(f"{text!r} not logged:\n{procs.log(proc)[-3000:]}") from exc
+
+
+def _create_key(env: dict[str, str]) -> str:
+    out = subprocess.run(
+        # polling GET is part of the tests: a key with room for it
+        [sys.executable, "-m", "atlas.cli", "keys", "create", "--name", "e2e", "--rpm", "6000"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    key = out.stdout.splitlines()[0].strip()
+    assert re.fullmatch(r"sk_live_\S+", key), out.stdout
+    return key
+
+
+def start_stack(
+    tmp: Path,
+    livekit: LiveKitServer,
+    *,
+    workers: int = 1,
+    api_env: dict[str, str] | None = None,
+    worker_env: dict[str, str] | None = None,
+    **env_extra: str,
+) -> Stack:
+    """`atlas serve` on a free port, a key, and `workers` registered `atlas agent start`."""
+    env = stack_env(tmp, livekit, **env_extra)
+    procs = Procs(tmp)
+    port = free_port()
+    api_proc = procs.start(
+        {**env, **(api_env or {})}, "serve", "--host", "127.0.0.1", "--port", str(port)
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+
+        def healthy() -> bool:
+            if api_proc.poll() is not None:
+                raise AssertionError(f"atlas serve exited:\n{procs.log(api_proc)[-3000:]}")
+            try:
+                return httpx.get(f"{base_url}/v1/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(healthy, limit_s=START_LIMIT_S, step_s=0.2)
+        stack = Stack(
+            base_url=base_url,
+            key=_create_key(env),
+            livekit=livekit,
+            env={**env, **(worker_env or {})},
+            procs=procs,
+            api_proc=api_proc,
+        )
+        for _ in range(workers):
+            stack.start_worker()
+    except BaseException:
+        procs.stop_all()
+        raise
+    return stack

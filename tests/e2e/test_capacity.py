@@ -1,0 +1,73 @@
+"""Scenario 11: capacity. Above ATLAS_REALTIME_CAPACITY a create answers 503 `no_capacity`.
+Four passthrough sessions run at once on this machine; the fps received and the late frames
+(gaps longer than two frame intervals) are printed: a report, not a pass mark, since they
+measure the machine (bench/realtime_e2e.py writes them to BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.e2e import media
+from tests.e2e.stack import Stack, start_stack
+from tests.livekit_server import LiveKitServer
+
+CAPACITY = 4
+JOIN_LIMIT_S = 180.0  # hang guard: four avatars starting at once on two cores
+
+
+@pytest.fixture
+def capacity_stack(tmp_path: Path, livekit_server: LiveKitServer) -> Iterator[Stack]:
+    stack = start_stack(
+        tmp_path,
+        livekit_server,
+        api_env={"ATLAS_REALTIME_CAPACITY": str(CAPACITY)},
+        ATLAS_AGENT_MAX_STREAMS=str(CAPACITY),
+    )
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+def late_frames(frames: list[media.VideoFrame]) -> int:
+    gaps = np.diff([f.at for f in frames])
+    return int(np.sum(gaps > 2 / media.FPS))
+
+
+async def test_capacity_is_enforced_and_four_sessions_run_at_once(
+    capacity_stack: Stack,
+) -> None:
+    stack = capacity_stack
+    created = [await stack.create_session(mode="passthrough") for _ in range(CAPACITY)]
+    assert [c.status_code for c in created] == [200] * CAPACITY, [c.text for c in created]
+    over = await stack.create_session(mode="passthrough")
+    assert over.status_code == 503 and over.json()["error"] == "no_capacity", over.text
+    assert over.headers.get("retry-after")
+
+    sessions = [c.json() for c in created]
+    viewers = [media.Viewer(keep_pixels=False) for _ in sessions]
+    speech, rate = media.load_speech()
+    try:
+        for viewer, session in zip(viewers, sessions, strict=True):
+            await viewer.join(session["livekit_url"], session["token"])
+        sources = [(await v.publish_audio())[0] for v in viewers]
+        await asyncio.wait_for(
+            asyncio.gather(*(v.first_video.wait() for v in viewers)), JOIN_LIMIT_S
+        )
+        sent = await asyncio.gather(*(media.play(s, speech, rate) for s in sources))
+    finally:
+        for viewer in viewers:
+            await viewer.leave()
+        for session in sessions:
+            await stack.delete_session(session["session_id"])
+    report = []
+    for viewer, out in zip(viewers, sent, strict=True):
+        frames = [f for f in viewer.video if f.at >= out.start]
+        assert len(frames) > media.FPS, "a session's video stalled"
+        report.append(f"{media.fps_of(frames):.1f} fps, {late_frames(frames)} late")
+    print(f"\ncapacity: {CAPACITY} sessions: " + "; ".join(report))
