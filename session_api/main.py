@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from session_api.config import Settings, get_settings
+from session_api.demo import install_demo
 from session_api.errors import install_error_handlers
 from session_api.jobs.queue import Clock, utcnow
 from session_api.jobs.worker import RenderFn
@@ -63,4 +64,5 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(files.router)
     app.include_router(realtime.router)
+    install_demo(app)  # /demo, and its session broker with ATLAS_DEMO=1
     return app
