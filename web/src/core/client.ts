@@ -44,7 +44,7 @@ export interface AtlasClient {
   publishAudio(audio: AudioInput): Promise<AudioPlaybackHandle>;
   /** Resume the avatar's voice after the browser blocked autoplay (call from a user gesture). */
   startAudio(): Promise<void>;
-  /** Disconnect and drop every listener (the hook calls it on unmount). */
+  /** Disconnect and take the video off the page (the hook calls it on unmount); reusable. */
   destroy(): Promise<void>;
 }
 
@@ -71,8 +71,7 @@ export function createAtlasClient(options: AtlasClientOptions): AtlasClient {
 class Client implements AtlasClient {
   private readonly store = new Store<AtlasState>(INITIAL);
   private readonly media: AvatarMedia;
-  private readonly opts: Required<Omit<AtlasClientOptions, "deleteSession">> &
-    Pick<AtlasClientOptions, "deleteSession">;
+  private readonly opts: AtlasClientOptions;
   private room: Room | null = null;
   private generation = 0; // bumps on every connect/disconnect: stale async work checks it
   private latencyTimer: ReturnType<typeof setInterval> | null = null;
@@ -82,16 +81,10 @@ class Client implements AtlasClient {
     void this.teardown("idle", true);
   };
 
+  /** Options are read when used, so a caller may pass getters that follow its latest props. */
   constructor(options: AtlasClientOptions) {
-    this.opts = {
-      autoEnableMic: true,
-      autoCleanup: true,
-      latencyIntervalMs: 2000,
-      subscribeTimeoutMs: 5000,
-      ...options,
-    };
+    this.opts = options;
     this.media = new AvatarMedia(document);
-    if (this.opts.autoCleanup) window.addEventListener("beforeunload", this.onUnload);
   }
 
   get videoElement(): HTMLVideoElement {
@@ -126,12 +119,13 @@ class Client implements AtlasClient {
       this.store.set({ sessionId, mode: info.mode });
       const room = new Room({ adaptiveStream: true, dynacast: true });
       this.room = room;
+      if (this.opts.autoCleanup ?? true) window.addEventListener("beforeunload", this.onUnload);
       this.wire(room, generation);
       await room.connect(info.livekitUrl, info.token);
       if (generation !== this.generation) throw new Superseded();
       this.store.set({ status: "connected", room, audioBlocked: !room.canPlaybackAudio });
       this.startLatency(generation);
-      if (this.opts.autoEnableMic) {
+      if (this.opts.autoEnableMic ?? true) {
         try {
           await room.localParticipant.setMicrophoneEnabled(true);
         } catch {
@@ -201,7 +195,7 @@ class Client implements AtlasClient {
     await this.playback?.finished;
     this.audioContext ??= new AudioContext();
     const handle = await playThroughRoom(room, this.audioContext, audio, {
-      subscribeTimeoutMs: this.opts.subscribeTimeoutMs,
+      subscribeTimeoutMs: this.opts.subscribeTimeoutMs ?? 5000,
       micChanged: (enabled) => this.store.set({ muted: !enabled }),
     });
     this.playback = handle;
@@ -217,7 +211,6 @@ class Client implements AtlasClient {
   }
 
   async destroy(): Promise<void> {
-    window.removeEventListener("beforeunload", this.onUnload);
     await this.teardown("idle", true);
     this.media.setContainer(null);
     await this.audioContext?.close().catch(() => undefined);
@@ -274,7 +267,7 @@ class Client implements AtlasClient {
       const rtt = roundTripMs(await track.getRTCStatsReport().catch(() => undefined));
       if (rtt !== null && generation === this.generation) this.store.set({ latency: rtt });
     };
-    this.latencyTimer = setInterval(() => void sample(), this.opts.latencyIntervalMs);
+    this.latencyTimer = setInterval(() => void sample(), this.opts.latencyIntervalMs ?? 2000);
   }
 
   private addMessage(message: TranscriptMessage): void {
@@ -284,6 +277,7 @@ class Client implements AtlasClient {
   /** Leave the room and (optionally) delete the session; state ends as `status`. */
   private async teardown(status: "idle" | "disconnected" | "error", remove: boolean): Promise<void> {
     this.generation += 1;
+    window.removeEventListener("beforeunload", this.onUnload);
     const room = this.room;
     const sessionId = this.store.get().sessionId;
     this.room = null;

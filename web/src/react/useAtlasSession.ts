@@ -9,7 +9,6 @@ import type { Room } from "livekit-client";
 
 import { createAtlasClient, type AtlasClient } from "../core/client.js";
 import type {
-  AtlasClientOptions,
   AtlasState,
   AudioInput,
   AudioPlaybackHandle,
@@ -68,57 +67,50 @@ const IDLE: AtlasState = {
   room: null,
 };
 
-const noSubscription = (): (() => void) => () => undefined;
-
 export function useAtlasSession(options: UseAtlasSessionOptions): AtlasSession {
   // the latest callbacks, read at call time: inline arrow functions need no memoising
   const latest = useRef(options);
   latest.current = options;
   const videoRef = useRef<HTMLDivElement | null>(null);
-  const [client, setClient] = useState<AtlasClient | null>(null);
-  const autoEnableMic = options.autoEnableMic ?? true;
-  const autoCleanup = options.autoCleanup ?? true;
-
-  useEffect(() => {
-    const clientOptions: AtlasClientOptions = {
+  // one client per component; options are getters so it always sees the latest props
+  const [client] = useState<AtlasClient>(() =>
+    createAtlasClient({
       createSession: (face, faceUrl) => latest.current.createSession(face, faceUrl),
       deleteSession: async (id) => await latest.current.deleteSession?.(id),
-      autoEnableMic,
-      autoCleanup,
-    };
-    const created = createAtlasClient(clientOptions);
-    setClient(created);
-    return () => {
-      setClient(null);
-      if (autoCleanup) void created.destroy();
-      else created.setVideoContainer(null);
-    };
-  }, [autoEnableMic, autoCleanup]);
+      get autoEnableMic() {
+        return latest.current.autoEnableMic ?? true;
+      },
+      get autoCleanup() {
+        return latest.current.autoCleanup ?? true;
+      },
+    }),
+  );
+
+  useEffect(
+    () => () => {
+      if (latest.current.autoCleanup ?? true) void client.destroy();
+      else client.setVideoContainer(null);
+    },
+    [client],
+  );
 
   // the ref is a plain RefObject: follow whatever element it points at after each render
   useEffect(() => {
-    client?.setVideoContainer(videoRef.current);
+    client.setVideoContainer(videoRef.current);
   });
 
-  const state = useSyncExternalStore(
-    client ? client.subscribe.bind(client) : noSubscription,
-    () => (client ? client.getState() : IDLE),
-    () => IDLE,
-  );
+  const subscribe = useCallback((cb: () => void) => client.subscribe(cb), [client]);
+  const state = useSyncExternalStore(subscribe, () => client.getState(), () => IDLE);
 
   const connect = useCallback(
     async (face?: Blob, faceUrl?: string) => {
-      if (client === null) throw new Error("useAtlasSession: not mounted yet");
       client.setVideoContainer(videoRef.current);
       await client.connect(face, faceUrl);
     },
     [client],
   );
   const publishAudio = useCallback(
-    async (audio: AudioInput) => {
-      if (client === null) throw new Error("useAtlasSession: not mounted yet");
-      return await client.publishAudio(audio);
-    },
+    async (audio: AudioInput) => await client.publishAudio(audio),
     [client],
   );
 
@@ -133,14 +125,14 @@ export function useAtlasSession(options: UseAtlasSessionOptions): AtlasSession {
       latency: state.latency,
       videoRef,
       connect,
-      disconnect: async () => await client?.disconnect(),
-      setMicEnabled: (enabled: boolean) => client?.setMicEnabled(enabled),
-      setVolume: (volume: number) => client?.setVolume(volume),
-      sendChat: (text: string) => client?.sendChat(text),
+      disconnect: async () => await client.disconnect(),
+      setMicEnabled: (enabled: boolean) => client.setMicEnabled(enabled),
+      setVolume: (volume: number) => client.setVolume(volume),
+      sendChat: (text: string) => client.sendChat(text),
       room: state.room,
       publishAudio,
-      speak: (text: string) => client?.speak(text),
-      startAudio: async () => await client?.startAudio(),
+      speak: (text: string) => client.speak(text),
+      startAudio: async () => await client.startAudio(),
       mode: state.mode,
       avatarReady: state.avatarReady,
       audioBlocked: state.audioBlocked,
