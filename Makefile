@@ -24,8 +24,9 @@ render-sample: install
 	$(VENV)/bin/atlas render --audio tests/fixtures/speech.wav --image tests/fixtures/face.jpg \
 		-o out/sample.mp4 --contact-sheet out/sample.png
 
+# PostgreSQL, Redis and livekit-server are installed (apt, Go) and started for the run.
 test: install
-	$(VENV)/bin/pytest -q
+	bash scripts/services.sh run $(VENV)/bin/pytest -q
 
 lint: install
 	$(VENV)/bin/ruff check .

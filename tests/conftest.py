@@ -1,13 +1,16 @@
-"""Shared fixtures: the committed media and a prepared face."""
+"""Shared fixtures: the committed media, and a real LiveKit server for the tests that need one."""
 
 from __future__ import annotations
 
 import json
 import wave
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.livekit_server import LiveKitServer, start_livekit_server, stop
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -35,3 +38,13 @@ def phonemes() -> list[dict[str, float | str]]:
     data = json.loads((FIXTURES / "speech_phonemes.json").read_text())
     phonemes: list[dict[str, float | str]] = data["phonemes"]
     return phonemes
+
+
+@pytest.fixture(scope="session")
+def livekit_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveKitServer]:
+    """One real `livekit-server --dev` for the whole test session (tests/livekit_server.py)."""
+    server, proc = start_livekit_server(tmp_path_factory.mktemp("livekit"))
+    try:
+        yield server
+    finally:
+        stop(proc)
