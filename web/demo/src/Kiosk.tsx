@@ -9,7 +9,7 @@ import { useAtlasSession } from "../../src/react/index.js";
 import { createSession, deleteSession, type Mode } from "./api.js";
 import { faceByName } from "./faces.js";
 
-const AVATAR_WAIT_S = 30; // no avatar video this long after joining: start over
+const AVATAR_WAIT_S = 15; // no avatar video this long after joining (or since it left): start over
 const RETRY_S = 5; // after an error without retry_after_seconds
 
 export function Kiosk({ faceName, mode }: { faceName: string; mode: Mode }) {
