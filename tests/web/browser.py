@@ -30,6 +30,7 @@ async ({ seconds, selector }) => {
   const diffs = [], media = [];
   let prev = null;
   const t0 = performance.now();
+  const q0 = v.getVideoPlaybackQuality(), c0 = v.currentTime;
   await new Promise((resolve) => {
     const step = (now, meta) => {
       media.push(meta.mediaTime);
@@ -38,14 +39,21 @@ async ({ seconds, selector }) => {
       const d = ctx.getImageData(0, 0, W, H).data;
       const g = new Float32Array(W * H);
       for (let i = 0; i < W * H; i++) g[i] = (d[4 * i] + d[4 * i + 1] + d[4 * i + 2]) / 3;
-      if (prev) { let s = 0; for (let i = 0; i < W * H; i++) s += Math.abs(g[i] - prev[i]); diffs.push(s / (W * H)); }
+      if (prev) {
+        let s = 0;
+        for (let i = 0; i < W * H; i++) s += Math.abs(g[i] - prev[i]);
+        diffs.push(s / (W * H));
+      }
       prev = g;
       if (now - t0 < seconds * 1000) v.requestVideoFrameCallback(step); else resolve();
     };
     v.requestVideoFrameCallback(step);
   });
   const span = media[media.length - 1] - media[0];
+  const q1 = v.getVideoPlaybackQuality(), c1 = v.currentTime;
   return { frames: media.length, media_fps: (media.length - 1) / span, diffs,
+           decoded_fps: (q1.totalVideoFrames - q0.totalVideoFrames) / (c1 - c0),
+           dropped: q1.droppedVideoFrames - q0.droppedVideoFrames,
            width: v.videoWidth, height: v.videoHeight };
 }
 """

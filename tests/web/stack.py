@@ -49,7 +49,7 @@ class Proc:
 
 def _spawn(args: list[str], env: dict[str, str]) -> Proc:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "atlas.cli", *args],
+        [sys.executable, *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -72,7 +72,6 @@ class Stack:
             "ATLAS_DATA_DIR": str(tmp / "data"),
             "ATLAS_DEMO": "1",
             "ATLAS_PUBLIC_URL": self.base_url,
-            "ATLAS_AGENT_VIDEO_SIZE": "256",
             # still frames in silence: any change of the mouth region is lip sync
             "ATLAS_RENDERER_IDLE_MOTION": "false",
             "ATLAS_REALTIME_RETRY_AFTER_S": "2",
@@ -85,7 +84,8 @@ class Stack:
 
     def start_api(self, **env: str) -> None:
         self.api = _spawn(
-            ["serve", "--host", "127.0.0.1", "--port", str(self.port)], {**self.env, **env}
+            ["-m", "atlas.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            {**self.env, **env},
         )
         deadline = time.monotonic() + 60
         while True:
@@ -101,7 +101,8 @@ class Stack:
             self.api.stop()
 
     def start_worker(self) -> None:
-        self.worker = _spawn(["agent", "start"], self.env)
+        # `atlas agent start`, with the health endpoint on a free port (see agent_worker.py)
+        self.worker = _spawn(["-m", "tests.web.agent_worker"], self.env)
         assert self.worker.registered.wait(120), f"no worker:\n{self.worker.tail()}"
 
     def kill_worker(self) -> None:
@@ -116,6 +117,13 @@ class Stack:
             with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()
         self.worker.proc.wait(timeout=20)
+
+    def tails(self) -> str:
+        parts = []
+        for name, proc in (("atlas serve", self.api), ("atlas agent", self.worker)):
+            if proc is not None:
+                parts.append(f"--- {name} ---\n{proc.tail()}")
+        return "\n".join(parts)
 
     def close(self) -> None:
         if self.worker is not None:

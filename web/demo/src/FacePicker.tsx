@@ -1,6 +1,7 @@
 /** Pick a bundled face, upload a photo, or take one with the camera. */
 import { useEffect, useRef, useState } from "react";
 
+import { CameraIcon, UploadIcon } from "./icons.js";
 import { bundledFaces, mirroredPreviewUrl, uploadedFace, type FaceChoice } from "./faces.js";
 
 interface Props {
@@ -40,11 +41,11 @@ export function FacePicker({ selected, onSelect, compact }: Props) {
         </button>
       ))}
       <button className="face action" onClick={() => fileInput.current?.click()}>
-        <span className="icon">⤒</span>
+        <span className="icon"><UploadIcon /></span>
         <span className="face-label">Upload</span>
       </button>
       <button className="face action" onClick={() => setCamera(true)}>
-        <span className="icon">◉</span>
+        <span className="icon"><CameraIcon /></span>
         <span className="face-label">Camera</span>
       </button>
       <input

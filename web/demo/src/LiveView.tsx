@@ -7,6 +7,7 @@ import speechUrl from "../../../tests/fixtures/speech.wav?url";
 import { createSession, deleteSession, swapFace, type Ended, type Mode } from "./api.js";
 import { FacePicker } from "./FacePicker.js";
 import type { FaceChoice } from "./faces.js";
+import { MicIcon, SpeakerIcon, SwapIcon } from "./icons.js";
 import { Transcript } from "./Transcript.js";
 
 export function LiveView({ realtime }: { realtime: boolean }) {
@@ -54,7 +55,7 @@ export function LiveView({ realtime }: { realtime: boolean }) {
           )}
           {session.audioBlocked && (
             <button className="pill action" onClick={() => void session.startAudio()}>
-              🔊 Tap for sound
+              <SpeakerIcon /> Tap for sound
             </button>
           )}
         </div>
@@ -99,11 +100,11 @@ function Controls({ session, onEnd }: { session: Session; onEnd: () => void }) {
         data-testid="mute"
         title={session.muted ? "Unmute" : "Mute"}
       >
-        {session.muted ? "🎙̸" : "🎙"}
+        <MicIcon off={session.muted} />
         <span>{session.muted ? "Unmute" : "Mute"}</span>
       </button>
       <label className="volume" title="Volume">
-        <span>🔈</span>
+        <SpeakerIcon />
         <input
           type="range"
           min={0}
@@ -114,7 +115,8 @@ function Controls({ session, onEnd }: { session: Session; onEnd: () => void }) {
         />
       </label>
       <button className="round" onClick={() => setSwapping(true)} data-testid="swap-open">
-        ⇄<span>Face</span>
+        <SwapIcon />
+        <span>Face</span>
       </button>
       <button className="end" onClick={onEnd} data-testid="end">
         End
@@ -221,7 +223,10 @@ function SessionPanel({ session }: { session: Session }) {
   return (
     <div className="session">
       <h2>{passthrough ? "Passthrough" : "Conversation"}</h2>
-      <Transcript messages={session.messages} />
+      <Transcript
+        messages={session.messages}
+        empty={passthrough ? "Publish audio below: the avatar lip-syncs it." : undefined}
+      />
       {passthrough ? (
         <div className="composer column">
           <p className="muted small">The avatar lip-syncs audio you publish (your mic too).</p>

@@ -3,6 +3,7 @@ import { useEffect, useState } from "react";
 
 import { pollJob, submitJob, type Job } from "./api.js";
 import { FacePicker } from "./FacePicker.js";
+import { NoteIcon } from "./icons.js";
 import type { FaceChoice } from "./faces.js";
 
 export function OfflineView() {
@@ -42,7 +43,7 @@ export function OfflineView() {
             data-testid="offline-audio"
             onChange={(e) => setAudio(e.target.files?.[0] ?? null)}
           />
-          <span className="icon">♪</span>
+          <span className="icon"><NoteIcon /></span>
           <span>{audio ? audio.name : "Choose speech audio (wav, mp3, ogg, webm)"}</span>
         </label>
         <FacePicker selected={face} onSelect={setFace} compact />

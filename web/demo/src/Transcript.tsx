@@ -3,12 +3,12 @@ import { useEffect, useRef } from "react";
 
 import type { TranscriptMessage } from "../../src/core/types.js";
 
-export function Transcript({ messages }: { messages: TranscriptMessage[] }) {
+export function Transcript({ messages, empty }: { messages: TranscriptMessage[]; empty?: string }) {
   const end = useRef<HTMLDivElement>(null);
   useEffect(() => end.current?.scrollIntoView({ block: "end" }), [messages]);
   return (
     <div className="transcript" data-testid="transcript">
-      {messages.length === 0 && <p className="muted center">The conversation appears here.</p>}
+      {messages.length === 0 && <p className="muted center">{empty ?? "The conversation appears here."}</p>}
       {messages.map((m) => (
         <div key={m.id} className={`bubble ${m.role} ${m.final ? "final" : "interim"}`}>
           <span className="who">{m.role === "user" ? "You" : "Avatar"}</span>
