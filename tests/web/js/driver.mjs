@@ -35,7 +35,7 @@ const ops = {
   async open({ url }) {
     page = await context.newPage();
     page.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));
-    page.on("pageerror", (e) => logs.push(`pageerror: ${e.message}`));
+    page.on("pageerror", (e) => logs.push(`pageerror: ${e.stack ?? e.message}`));
     await page.goto(url);
   },
   async eval({ js, arg }) {

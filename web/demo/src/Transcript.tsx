@@ -5,7 +5,11 @@ import type { TranscriptMessage } from "../../src/core/types.js";
 
 export function Transcript({ messages, empty }: { messages: TranscriptMessage[]; empty?: string }) {
   const end = useRef<HTMLDivElement>(null);
-  useEffect(() => end.current?.scrollIntoView({ block: "end" }), [messages]);
+  useEffect(() => {
+    // a block body: newer engines return a Promise from scrollIntoView, and React would take
+    // a returned value for a cleanup function
+    void end.current?.scrollIntoView({ block: "end" });
+  }, [messages]);
   return (
     <div className="transcript" data-testid="transcript">
       {messages.length === 0 && <p className="muted center">{empty ?? "The conversation appears here."}</p>}
