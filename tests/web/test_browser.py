@@ -24,6 +24,8 @@ from .stack import Stack
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE.parent / "fixtures"
 OUT = HERE / "out"
+# real processes on a shared 2-core machine: generous hang guards, not speed limits
+pytestmark = pytest.mark.timeout(900)
 VIDEO = "video[data-atlas-avatar]"
 MIN_FRAMES = 8  # in a 3-5 s window: a stalled stream fails, a slow machine does not
 AVATAR_PLAYING = """

@@ -21,6 +21,8 @@ const browser = await chromium.launch({
     "--disable-component-update",
     "--disable-sync",
     "--autoplay-policy=no-user-gesture-required",
+    // pages the test serves through route() count as public; let them reach loopback LiveKit
+    "--disable-features=LocalNetworkAccessChecks",
     "--use-fake-device-for-media-stream",
     "--use-fake-ui-for-media-stream",
     ...(speechWav ? [`--use-file-for-fake-audio-capture=${speechWav}`] : []),
