@@ -17,9 +17,11 @@ Routes (the paths of the spec's React SDK and SDK Integration examples):
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from pathlib import Path
+from typing import Literal
 
 import httpx
 from fastapi import APIRouter, FastAPI, Request
@@ -48,6 +50,9 @@ class DemoSettings(BaseSettings):
     demo: bool = False  # ATLAS_DEMO=1 turns the broker on
     demo_dir: Path | None = None  # ATLAS_DEMO_DIR: another build of the page
     demo_api_key: SecretStr | None = None  # ATLAS_DEMO_API_KEY: else one is minted and kept
+    # ATLAS_DEMO_DEFAULT_MODE: the mode of JSON creates that name none (the API's default is
+    # conversation); `passthrough` lets the spec's snippet run where no STT/LLM/TTS is set up.
+    demo_default_mode: Literal["conversation", "passthrough"] | None = None
 
 
 class DemoNotBuilt(ApiError):
@@ -96,6 +101,7 @@ class Broker:
         self._configured = demo.demo_api_key.get_secret_value() if demo.demo_api_key else None
         self._key: str | None = self._configured
         self._lock = asyncio.Lock()
+        self.default_mode = demo.demo_default_mode
 
     async def key(self, services: Services) -> str:
         async with self._lock:
@@ -108,10 +114,14 @@ class Broker:
         if self._configured is None:
             self._key = None
 
-    async def forward(self, request: Request, method: str, path: str) -> Response:
+    async def forward(
+        self, request: Request, method: str, path: str, *, create: bool = False
+    ) -> Response:
         services: Services = request.app.state.services
         headers = {h: v for h in FORWARDED_HEADERS if (v := request.headers.get(h)) is not None}
         body = await request.body()
+        if create and self.default_mode is not None:
+            body = _with_default_mode(body, headers.get("content-type", ""), self.default_mode)
         for attempt in range(2):
             headers["authorization"] = f"Bearer {await self.key(services)}"
             transport = httpx.ASGITransport(app=request.app)
@@ -127,6 +137,20 @@ class Broker:
             media_type=upstream.headers.get("content-type"),
             headers={k: v for k, v in upstream.headers.items() if k.lower() == "retry-after"},
         )
+
+
+def _with_default_mode(body: bytes, content_type: str, mode: str) -> bytes:
+    """A JSON create without a mode gets `mode`; anything else passes unchanged."""
+    if not content_type.startswith("application/json"):
+        return body
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body  # the API answers the error
+    if isinstance(data, dict) and data.get("mode") in (None, ""):
+        data["mode"] = mode
+        return json.dumps(data).encode()
+    return body
 
 
 async def _load_or_mint_key(services: Services) -> str:
@@ -170,7 +194,7 @@ def _broker_router(broker: Broker | None) -> APIRouter:
     @router.post("/session")
     @router.post("/realtime-session")
     async def create(request: Request) -> Response:
-        return await need().forward(request, "POST", "/v1/realtime/session")
+        return await need().forward(request, "POST", "/v1/realtime/session", create=True)
 
     @router.get("/session/{session_id}")
     @router.get("/realtime-session/{session_id}")

@@ -6,6 +6,7 @@ own server-side key, and the API's answers (errors included) pass through unchan
 
 from __future__ import annotations
 
+import json
 import stat
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -172,3 +173,38 @@ async def test_an_unbuilt_page_says_how_to_build_it(
         page = await api_.client.get("/demo")
         assert page.status_code == 404
         assert page.json()["error"] == "not_found" and "make web" in page.json()["message"]
+
+
+async def test_a_default_mode_fills_json_creates_that_name_none(
+    monkeypatch: pytest.MonkeyPatch,
+    built_page: Path,
+    rt_settings: Callable[..., Settings],
+    open_api: Callable[..., Any],
+    face_bytes: bytes,
+) -> None:
+    monkeypatch.setenv("ATLAS_DEMO", "1")
+    monkeypatch.setenv("ATLAS_DEMO_DIR", str(built_page))
+    monkeypatch.setenv("ATLAS_DEMO_DEFAULT_MODE", "passthrough")
+    async with open_api(rt_settings(), background=False) as api_:
+        client = api_.client
+        # JSON with no mode: the default; a named mode or a multipart create: unchanged
+        bad_url = await client.post("/api/realtime-session", json={"face_url": "http://x/f.jpg"})
+        assert bad_url.json()["error"] == "invalid_face_url"
+        named = await client.post("/api/session", json={"face_url": "https://a/b", "mode": "x"})
+        assert named.json()["error"] == "invalid_mode"
+        form = await client.post("/api/session", files=face_files(face_bytes))
+        assert form.json()["mode"] == "conversation"
+        await client.delete(f"/api/session/{form.json()['session_id']}")
+
+
+def test_default_mode_rewrites_only_json_without_a_mode() -> None:
+    from session_api.demo import _with_default_mode
+
+    def mode_of(body: bytes) -> object:
+        return json.loads(_with_default_mode(body, "application/json", "passthrough"))["mode"]
+
+    assert mode_of(b'{"face_url": "https://a/b"}') == "passthrough"
+    assert mode_of(b'{"face_url": "https://a/b", "mode": ""}') == "passthrough"
+    assert mode_of(b'{"mode": "conversation"}') == "conversation"
+    assert _with_default_mode(b"not json", "application/json", "passthrough") == b"not json"
+    assert _with_default_mode(b"--x", "multipart/form-data; boundary=x", "passthrough") == b"--x"
