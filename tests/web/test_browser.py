@@ -277,3 +277,21 @@ def test_kiosk_comes_back_after_a_worker_crash_and_waits_out_no_capacity(
     wait_avatar(stack, browser)
     browser.wait_for(live)
     browser.screenshot(OUT / "11-kiosk-back.png")
+
+
+def test_offline_upload_shows_progress_and_plays_the_mp4(stack: Stack, browser: Browser) -> None:
+    browser.open(f"{stack.base_url}/demo")
+    browser.click("[data-tab=offline]")
+    speech = str(FIXTURES / "speech.wav")
+    browser.call("setFiles", selector="[data-testid=offline-audio]", path=speech)
+    browser.click(".offline [data-face=grace]")
+    browser.click("[data-testid=render]")
+    browser.wait_for("() => !!document.querySelector('[data-testid=job]')")
+    browser.screenshot(OUT / "12-offline-rendering.png")
+    duration = browser.wait_for(
+        """() => { const v = document.querySelector("[data-testid=mp4]");
+        return v && v.readyState >= 2 && v.duration > 0 ? v.duration : null; }""",
+        timeout_s=300,
+    )
+    assert 5 < duration < 10  # the 7 s speech fixture
+    browser.screenshot(OUT / "13-offline-done.png")
