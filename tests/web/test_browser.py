@@ -27,7 +27,9 @@ OUT = HERE / "out"
 # real processes on a shared 2-core machine: generous hang guards, not speed limits
 pytestmark = pytest.mark.timeout(900)
 VIDEO = "video[data-atlas-avatar]"
-MIN_FRAMES = 8  # in a 3-5 s window: a stalled stream fails, a slow machine does not
+# floors that only a stalled stream misses, whatever this shared machine's load
+MIN_DECODED_FPS = 5.0
+MIN_FRAMES = 4  # frames read back (a starved headless page presents few of those it decodes)
 AVATAR_PLAYING = """
 (sel) => { const v = document.querySelector(sel);
   return !!v && v.videoWidth > 0 && v.readyState >= 2 && !v.paused; }
@@ -149,7 +151,9 @@ def test_passthrough_plays_speech_then_face_swap_then_end_shows_cost(
     # publishes with it; follow-up in agent/: publish with max_framerate = fps). Asserted: the
     # video flows, with enough frames in each window to compare mouths.
     (OUT / "passthrough-fps.json").write_text(json.dumps(summary, indent=1))
-    assert speech["frames"] >= MIN_FRAMES and silence["frames"] >= MIN_FRAMES, summary
+    for window in (silence, speech):
+        assert window["decoded_fps"] >= MIN_DECODED_FPS, summary  # a stalled stream decodes 0
+        assert window["frames"] >= MIN_FRAMES, summary
     still = statistics.median(silence["diffs"])
     moving = sorted(speech["diffs"])[int(0.9 * len(speech["diffs"]))]
     assert still < 1.0, f"the mouth moves in silence: {silence['diffs']}"
