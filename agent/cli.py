@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from atlas import logs
 
 COMMANDS = ("start", "dev", "download-files")
 USAGE = (
@@ -27,6 +32,12 @@ def run(command: str, argv: list[str]) -> int:
 
         return agents_main(["download-files"])
 
+    try:
+        logs.format_name()
+    except ValueError as exc:
+        print(f"atlas agent: {exc}", file=sys.stderr)
+        return 2
+
     from livekit.agents import cli
 
     from agent.worker import create_server
@@ -34,9 +45,38 @@ def run(command: str, argv: list[str]) -> int:
     saved = sys.argv
     sys.argv = [f"atlas {command}", *argv]
     try:
-        cli.run_app(create_server())
+        with atlas_log_format():
+            cli.run_app(create_server())
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
         sys.argv = saved
     return 0
+
+
+@contextlib.contextmanager
+def atlas_log_format() -> Iterator[None]:
+    """While livekit-agents' CLI runs, its logging set-up ends in the Atlas format.
+
+    `run_app` installs its own root handler (JSON or colours) just before the worker starts, in
+    `livekit.agents.cli.cli.setup_logging`; we let it, then give that handler our formatter,
+    keeping its stream, levels, filters and the noisy-logger defaults it sets.
+    """
+    from livekit.agents.cli import cli as lk_cli
+
+    # A name the module imports rather than exports, hence getattr. Should an upgrade move it,
+    # the worker keeps livekit's format (and tests/agent/test_cli.py fails, to say so).
+    livekit_setup: Callable[..., None] | None = getattr(lk_cli, "setup_logging", None)
+    if livekit_setup is None:
+        yield
+        return
+
+    def setup_logging(*args: Any, **kwargs: Any) -> None:
+        livekit_setup(*args, **kwargs)
+        logs.reformat_root_handlers()
+
+    setattr(lk_cli, "setup_logging", setup_logging)  # noqa: B010
+    try:
+        yield
+    finally:
+        setattr(lk_cli, "setup_logging", livekit_setup)  # noqa: B010

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from renderer.options import RendererOptions
+from renderer.settings import load_renderer_options
 
 AGENT_NAME = "atlas-avatar"
 
@@ -30,13 +30,7 @@ class AgentSettings(BaseSettings):
     # Upper bound on any session, whatever the dispatch asks for.
     agent_max_duration_s: float = Field(default=3600.0, gt=0)
 
-    # -- rendering ----------------------------------------------------------------------------
-    renderer_backend: Literal["warp", "wav2lip"] = "warp"
-    renderer_model: str | None = None
-    agent_video_size: int = Field(default=512, ge=64, le=2048)
-    agent_fps: int = Field(default=25, ge=1, le=60)
-    agent_sample_rate: int = 24000
-    agent_render_threads: int = Field(default=1, ge=1)
+    # -- rendering: the renderer's own ATLAS_RENDERER_* settings (renderer_options below) -------
 
     # -- faces --------------------------------------------------------------------------------
     data_dir: Path = Path("atlas-data")
@@ -71,14 +65,8 @@ class AgentSettings(BaseSettings):
     )
 
     def renderer_options(self) -> RendererOptions:
-        return RendererOptions(
-            fps=self.agent_fps,
-            size=self.agent_video_size,
-            sample_rate=self.agent_sample_rate,
-            backend=self.renderer_backend,
-            model_path=self.renderer_model,
-            threads=self.agent_render_threads,
-        )
+        """ATLAS_RENDERER_*, read as `atlas render` and the job worker read them."""
+        return load_renderer_options()
 
     def storage_root(self) -> Path:
         """The local directory that `storage_key` faces resolve under."""

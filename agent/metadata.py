@@ -1,4 +1,6 @@
-"""The JSON contracts the worker reads: dispatch metadata and room metadata (DESIGN §5).
+"""The JSON contracts the worker reads: dispatch metadata and room metadata.
+
+See docs/architecture.md, "Contracts between the API and the worker".
 
 Dispatch metadata (set by the API, or by agent.plugin.AvatarSession):
 

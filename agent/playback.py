@@ -4,8 +4,8 @@ livekit-agents' AvatarRunner reports playback from one `_audio_playing` flag. Wh
 segment is queued before the first has been rendered out (an agent's TTS runs faster than real
 time, so this is the normal case), the flag is cleared by the first segment's end and the
 second segment never gets its lk.playback_finished: the sending agent waits on it for ever, and
-the avatar "goes silent after an interruption" (DESIGN §10, complaint 1). A clear_buffer that
-arrives between segments is not answered either.
+the avatar "goes silent after an interruption" (the first failure in docs/architecture.md, "What
+we design against"). A clear_buffer that arrives between segments is not answered either.
 
 The guard sits between the pieces AvatarRunner drives and takes playback reporting away from
 it (the runner's own notify_* calls are ignored):

@@ -13,7 +13,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("session_api.cli", "run offline job workers against the shared database"),
     "keys": ("session_api.cli", "create, list and revoke API keys"),
     "migrate": ("session_api.cli", "upgrade the database schema"),
-    "model": ("renderer.model_cli", "convert a Wav2Lip checkpoint to ONNX (torch extra)"),
+    "model": (
+        "renderer.backends.wav2lip.model_cli",
+        "convert a Wav2Lip checkpoint to ONNX (torch extra)",
+    ),
     "agent": ("agent.cli", "the LiveKit worker: agent {start,dev,download-files}"),
 }
 

@@ -3,7 +3,8 @@
 # checks providers, measures p50/p99 batch latency and aggregate fps at batch 1/16/64/128
 # (TensorRT fp16 and CUDA through onnxruntime-gpu when present, else PyTorch CUDA fp16 as a
 # labelled proxy), and reports how many 25 fps sessions fit with p99 <= 40 ms.
-# Results: $OUT/neural_gpu.json and $OUT/neural_gpu.md (paste the table into BENCHMARKS.md).
+# Results: $OUT/neural_gpu.json and $OUT/neural_gpu.md; with its notes added, that table becomes
+# the dated gpu section of BENCHMARKS.md: python -m bench.report gpu "Title" FILE.
 #
 # onnxruntime-gpu wheels are larger than a device call may carry; if you have one (and
 # TensorRT's libraries) in .whl/, they are installed first.

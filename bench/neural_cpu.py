@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from renderer.neural import NeuralSettings, Wav2LipEngine
-from renderer.wav2lip_graph import build_wav2lip_onnx, random_weights
+from renderer.backends.wav2lip.engine import NeuralSettings, Wav2LipEngine
+from renderer.backends.wav2lip.graph import build_wav2lip_onnx, random_weights
 
 
 def measure(engine: Wav2LipEngine, batch: int, seconds: float) -> dict[str, float]:
@@ -37,7 +37,7 @@ def measure(engine: Wav2LipEngine, batch: int, seconds: float) -> dict[str, floa
 def frame_overhead_ms(repeats: int = 50) -> dict[str, float]:
     """Mel window (24 kHz stream: resample + STFT) and paste-back on a 512 px frame."""
     from renderer.backends.base import FrameAudio
-    from renderer.backends.wav2lip import audio_span, mel_for
+    from renderer.backends.wav2lip.backend import audio_span, mel_for
 
     span = audio_span(24000, 25)
     rng = np.random.default_rng(0)

@@ -1,10 +1,11 @@
 """GPU capacity of the Wav2Lip-contract backend on one device (run by bench/gpu_neural.sh).
 
 For each engine available: onnxruntime TensorRT EP (fp16, engine cache) and CUDA EP (IO binding)
-through renderer.neural.Wav2LipEngine; and, when this onnxruntime build has no GPU provider, the
-same architecture in PyTorch on CUDA (fp16, labelled as a proxy). At batch 1, 16, 64 and 128 it
-measures the latency of whole batches (p50, p99) and the aggregate fps, then how many 25 fps
-sessions fit with p99 batch latency <= 40 ms: floor(B / (25 * p99)) at the best such B.
+through renderer.backends.wav2lip.engine.Wav2LipEngine; and, when this onnxruntime build has no
+GPU provider, the same architecture in PyTorch on CUDA (fp16, labelled as a proxy). At batch 1,
+16, 64 and 128 it measures the latency of whole batches (p50, p99) and the aggregate fps, then
+how many 25 fps sessions fit with p99 batch latency <= 40 ms: floor(B / (25 * p99)) at the best
+such B.
 
 Importable on a bare GPU image: only numpy, onnx and onnxruntime (or torch) are needed, so the
 renderer package's own __init__ (PyAV, OpenCV, MediaPipe) is bypassed.
@@ -79,8 +80,8 @@ def inputs(batch: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def bench_onnxruntime(model: Path, provider: str, seconds: float) -> list[dict[str, float | str]]:
-    from renderer.batching import BatchPolicy
-    from renderer.neural import NeuralSettings, Wav2LipEngine
+    from renderer.backends.wav2lip.batching import BatchPolicy
+    from renderer.backends.wav2lip.engine import NeuralSettings, Wav2LipEngine
 
     cache = Path(tempfile.gettempdir()) / "atlas-trt-cache"
     settings = NeuralSettings(
@@ -135,7 +136,7 @@ def main() -> None:
 
     providers = ort.get_available_providers()
     print(f"onnxruntime {ort.__version__} providers: {providers}")
-    from renderer.wav2lip_graph import build_wav2lip_onnx, random_weights
+    from renderer.backends.wav2lip.graph import build_wav2lip_onnx, random_weights
 
     model = Path(tempfile.gettempdir()) / "wav2lip_random.onnx"
     model.write_bytes(build_wav2lip_onnx(random_weights(seed=0)))

@@ -7,7 +7,6 @@ P3 offline RTF <= 0.1 for 60 s of speech on 2 cores; P6 RSS per stream <= 150 MB
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import platform
 import statistics
@@ -23,12 +22,12 @@ import cv2
 import numpy as np
 import psutil
 
+from bench.report import write_section
 from renderer import FaceAsset, RendererOptions, StreamRenderer, render_file
 from renderer.audio import LOOKAHEAD_S
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
-OUT = ROOT / "BENCHMARKS.md"
 # Other benchmark scripts, run as they are documented, each into its own section.
 SUITES: tuple[tuple[str, str, list[str]], ...] = (
     ("api", "API (issue 3)", ["bench/api_bench.py"]),
@@ -153,7 +152,7 @@ def quality() -> dict[str, float]:
     import json
 
     from renderer.landmarks import MOUTH_LEFT, MOUTH_RIGHT, shared_landmarker
-    from renderer.metrics import best_lag, frame_envelope, measure_mouths
+    from renderer.lipsync_metrics import best_lag, frame_envelope, measure_mouths
 
     options = RendererOptions(idle_motion=False)
     face = FaceAsset.prepare((FIXTURES / "face.jpg").read_bytes(), options=options)
@@ -200,7 +199,7 @@ def timed(label: str, fn: Callable[[], dict[str, float]]) -> dict[str, float]:
     return fn()
 
 
-def main() -> None:
+def renderer_bench() -> None:
     cv2.setNumThreads(1)
     soak_s = float(os.environ.get("BENCH_SOAK_S", "3600"))
     pcm, rate = load_speech()
@@ -267,47 +266,47 @@ def main() -> None:
     ]
     cpu = platform.processor() or platform.machine()
     header = (
-        f"## Renderer (CPU), {dt.date.today().isoformat()}\n\n"
         f"Machine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}. "
-        "Command: `make bench` (`python -m bench.run`). Medians of whole runs; the machine is "
-        "shared and noisy, so compare ratios rather than single figures.\n\n"
+        "Command: `make bench` (`python -m bench.run renderer`). Medians of whole runs; the "
+        "machine is shared and noisy, so compare ratios rather than single figures.\n\n"
     )
-    write_section("renderer", header + table(rows))
-    if os.environ.get("BENCH_ONLY_RENDERER"):
-        return
+    print(write_section("renderer", "Renderer (CPU)", header + table(rows)))
+
+
+def run_suite(key: str, title: str, args: list[str]) -> bool:
+    """One bench script in its own process; its section is rewritten only when it succeeds."""
+    print(f"bench: {title}...", file=sys.stderr, flush=True)
+    done = subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    if done.returncode != 0:
+        print(f"bench: {title} failed; its section keeps its last figures\n{done.stderr[-2000:]}")
+        return False
+    command = "python " + " ".join(args)
+    print(write_section(key, title, f"Command: `{command}`\n\n{done.stdout.strip()}"))
+    return True
+
+
+def main(argv: list[str]) -> int:
+    """`python -m bench.run [KEY ...]`: the named benches (default: all), each into its section."""
+    known = ["renderer", *(key for key, _, _ in SUITES)]
+    wanted = argv or (["renderer"] if os.environ.get("BENCH_ONLY_RENDERER") else known)
+    unknown = sorted(set(wanted) - set(known))
+    if unknown:
+        print(f"unknown bench {unknown}; known: {known}", file=sys.stderr)
+        return 2
+    ok = True
+    if "renderer" in wanted:
+        renderer_bench()
     for key, title, args in SUITES:
-        print(f"bench: {title}...", file=sys.stderr, flush=True)
-        done = subprocess.run(
-            [sys.executable, *args],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        body = (
-            done.stdout.strip()
-            if done.returncode == 0
-            else f"failed:\n\n```\n{done.stderr[-2000:]}\n```"
-        )
-        command = "python " + " ".join(args)
-        write_section(
-            key, f"## {title}, {dt.date.today().isoformat()}\n\nCommand: `{command}`\n\n{body}"
-        )
-
-
-def write_section(key: str, body: str) -> None:
-    """Replace (or append) one marked section of BENCHMARKS.md, leaving the rest as it is."""
-    start, end = f"<!-- bench:{key}:start -->", f"<!-- bench:{key}:end -->"
-    section = f"{start}\n{body}\n{end}"
-    text = OUT.read_text() if OUT.exists() else "# Benchmarks\n"
-    if start in text:
-        before, rest = text.split(start, 1)
-        text = before + section + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    OUT.write_text(text)
-    print(section)
+        if key in wanted:
+            ok = run_suite(key, title, args) and ok
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main(sys.argv[1:]))

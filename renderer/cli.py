@@ -7,13 +7,18 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from renderer.backends import Backend, create_backend
 from renderer.contact_sheet import write_contact_sheet
 from renderer.errors import RendererError
 from renderer.face import FaceAsset
-from renderer.offline import probe_audio, render_file
+from renderer.offline import RenderResult, probe_audio, render_file
 from renderer.options import RendererOptions
+from renderer.settings import RendererSettings, describe_invalid
 
 EXIT_BAD_INPUT = 2
 CONTACT_SHEET_FRAMES = 16
@@ -26,8 +31,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--audio", required=True, type=Path, help="wav, mp3, ogg/opus, webm...")
     parser.add_argument("--image", required=True, type=Path, help="PNG, JPEG or WebP face photo")
     parser.add_argument("-o", "--output", required=True, type=Path, help="output .mp4 path")
-    parser.add_argument("--fps", type=int, default=25)
-    parser.add_argument("--size", type=int, default=512, help="output side in pixels (even)")
+    # Defaults come from ATLAS_RENDERER_* (renderer.settings); a flag overrides its variable.
+    parser.add_argument("--backend", choices=("warp", "wav2lip"), help="ATLAS_RENDERER_BACKEND")
+    parser.add_argument(
+        "--model", help="Wav2Lip-contract .onnx; implies --backend wav2lip (ATLAS_RENDERER_MODEL)"
+    )
+    parser.add_argument("--fps", type=int, help="ATLAS_RENDERER_FPS (25)")
+    parser.add_argument("--size", type=int, help="output side in pixels, even (512)")
     parser.add_argument(
         "--keep-framing", action="store_true", help="keep the whole photo instead of a face crop"
     )
@@ -44,28 +54,64 @@ def run(command: str, argv: list[str]) -> int:
         return int(exc.code or 0) and EXIT_BAD_INPUT
     try:
         return _render(args)
+    except ValidationError as exc:
+        _error(describe_invalid(exc))
+        return EXIT_BAD_INPUT
     except (RendererError, ValueError, OSError) as exc:
-        print(f"atlas render: error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("atlas render: interrupted", file=sys.stderr)
         return 130
 
 
+def _error(message: str) -> None:
+    """One line, whatever the message (ONNX Runtime's own errors span several)."""
+    print(f"atlas render: error: {' '.join(message.split())}", file=sys.stderr)
+
+
+def options_from(args: argparse.Namespace) -> RendererOptions:
+    """ATLAS_RENDERER_* settings with the command line's flags on top."""
+    flags = {
+        # a model is only ever for the neural backend: --model alone selects it
+        "backend": args.backend or ("wav2lip" if args.model else None),
+        "model": args.model,
+        "fps": args.fps,
+        "size": args.size,
+        "idle_motion": False if args.no_idle_motion else None,
+    }
+    settings = RendererSettings(**{name: v for name, v in flags.items() if v is not None})
+    options = settings.to_options()
+    return replace(options, keep_framing=True) if args.keep_framing else options
+
+
 def _render(args: argparse.Namespace) -> int:
     for label, path in (("audio", args.audio), ("image", args.image)):
         if not path.is_file():
             raise ValueError(f"{label} file not found: {path}")
-    options = RendererOptions(
-        fps=args.fps,
-        size=args.size,
-        keep_framing=args.keep_framing,
-        idle_motion=not args.no_idle_motion,
-    )
+    options = options_from(args)
     probe_audio(args.audio)  # fail fast, before the slower face detection
-    with _native_stderr_silenced():
-        face = FaceAsset.prepare(args.image.read_bytes(), options=options)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
+    backend = create_backend(options)  # a missing or wrong-shaped model fails here
+    try:
+        with _native_stderr_silenced():
+            face = FaceAsset.prepare(args.image.read_bytes(), options=options)
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        result = _render_with_progress(args, face, options, backend)
+    finally:
+        backend.close()
+    if args.contact_sheet:
+        write_contact_sheet(result.sample_frames, args.contact_sheet)
+    speed = result.duration_s / max(result.elapsed_s, 1e-9)
+    print(
+        f"wrote {args.output}: {result.duration_s:.2f} s, {result.frames} frames "
+        f"in {result.elapsed_s:.1f} s ({speed:.1f}x realtime)"
+    )
+    return 0
+
+
+def _render_with_progress(
+    args: argparse.Namespace, face: FaceAsset, options: RendererOptions, backend: Backend
+) -> RenderResult:
     from tqdm import tqdm
 
     with tqdm(
@@ -75,22 +121,15 @@ def _render(args: argparse.Namespace) -> int:
         def progress(fraction: float) -> None:
             bar.update(round(fraction * 100) - bar.n)
 
-        result = render_file(
+        return render_file(
             args.audio,
             face,
             args.output,
             options=options,
+            backend=backend,
             on_progress=progress,
             sample_frames=CONTACT_SHEET_FRAMES if args.contact_sheet else 0,
         )
-    if args.contact_sheet:
-        write_contact_sheet(result.sample_frames, args.contact_sheet)
-    speed = result.duration_s / max(result.elapsed_s, 1e-9)
-    print(
-        f"wrote {args.output}: {result.duration_s:.2f} s, {result.frames} frames "
-        f"in {result.elapsed_s:.1f} s ({speed:.1f}x realtime)"
-    )
-    return 0
 
 
 @contextlib.contextmanager

@@ -6,14 +6,28 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from renderer.errors import ImageDecodeError, ImageTooLargeError, UnsupportedMediaError
 
 # Above this many pixels we refuse before decoding (a 50 MB PNG can declare billions).
 MAX_IMAGE_PIXELS = 50_000_000
+# PNG and WebP decode at full size (only JPEG decodes scaled), so they get a tighter bound on what
+# one decode may allocate: 4096 x 4096, 64 MiB as RGBA.
+MAX_FULL_DECODE_PIXELS = 4096 * 4096
 # Faces are found and framed on at most this many pixels per side; more adds nothing.
 MAX_WORKING_SIDE = 2048
+# EXIF orientation -> the transpose that makes the photo upright.
+_ORIENTATIONS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_REDUCIBLE = {"L", "LA", "RGB", "RGBA", "I", "F"}
 
 _SIGNATURES: tuple[tuple[str, bytes, int], ...] = (
     ("png", b"\x89PNG\r\n\x1a\n", 0),
@@ -33,37 +47,73 @@ def sniff_image_format(data: bytes) -> str | None:
 
 
 def decode_image(data: bytes) -> np.ndarray:
-    """PNG/JPEG/WebP bytes -> (H, W, 3) uint8 RGB, EXIF-upright, alpha flattened on white."""
+    """PNG/JPEG/WebP bytes -> (H, W, 3) uint8 RGB, EXIF-upright, alpha flattened on white.
+
+    At most MAX_WORKING_SIDE per side. Memory is bounded: sizes are checked from the header before
+    decoding, JPEG decodes already scaled down, and the full-size decode of other formats is
+    shrunk before any other copy (orientation, alpha) is made.
+    """
     if not data:
         raise ImageDecodeError("image is empty")
-    if sniff_image_format(data) is None:
+    fmt = sniff_image_format(data)
+    if fmt is None:
         raise UnsupportedMediaError("unsupported image format: use PNG, JPEG or WebP")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-            if image.width * image.height > MAX_IMAGE_PIXELS:
-                raise ImageTooLargeError(
-                    f"image is too large: {image.width}x{image.height} px, "
-                    f"the limit is {MAX_IMAGE_PIXELS // 1_000_000} megapixels"
-                )
+            _check_size(image.width, image.height, fmt)
             image.draft("RGB", (MAX_WORKING_SIDE, MAX_WORKING_SIDE))  # JPEG: decode scaled
-            upright = ImageOps.exif_transpose(image)
+            orientation = image.getexif().get(0x0112)
+            small = _shrink(image)
+            del image
+            upright = (
+                small.transpose(_ORIENTATIONS[orientation])
+                if orientation in _ORIENTATIONS
+                else small
+            )
             rgb = _to_rgb(upright)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError("image is too large to decode safely") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageDecodeError("image could not be decoded (truncated or corrupt)") from exc
-    if max(rgb.size) > MAX_WORKING_SIDE:
-        rgb.thumbnail((MAX_WORKING_SIDE, MAX_WORKING_SIDE), Image.Resampling.LANCZOS)
     return np.asarray(rgb, dtype=np.uint8).copy()
+
+
+def _check_size(width: int, height: int, fmt: str) -> None:
+    limit = MAX_IMAGE_PIXELS if fmt == "jpeg" else MAX_FULL_DECODE_PIXELS
+    if width * height > limit:
+        raise ImageTooLargeError(
+            f"image is too large: {width}x{height} px, the limit for {fmt.upper()} is "
+            f"{limit / 1_000_000:.1f} megapixels"
+        )
+
+
+def _shrink(image: Image.Image) -> Image.Image:
+    """Decode, and fit in MAX_WORKING_SIDE at once, so only one full-size buffer ever lives."""
+    image.load()
+    width, height = image.size
+    if max(width, height) <= MAX_WORKING_SIDE:
+        return image
+    if image.mode not in _REDUCIBLE:  # P, 1, CMYK, I;16...: to a mode resize() reduces
+        image = image.convert("RGBA") if image.mode in {"P", "PA"} else _to_rgb(image)
+    factor = max(width, height) // MAX_WORKING_SIDE
+    if factor >= 2:  # a cheap integer box reduction, then the full-size buffer can go
+        image = image.reduce(factor)
+        width, height = image.size
+        if max(width, height) <= MAX_WORKING_SIDE:
+            return image
+    scale = MAX_WORKING_SIDE / max(width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in {"RGBA", "LA", "PA"} or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(canvas, rgba).convert("RGB")
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+        canvas.paste(rgba, mask=rgba.getchannel("A"))  # alpha over white, one RGB buffer
+        return canvas
     if image.mode in {"I;16", "I;16B", "I;16L", "I"}:
         arr = np.asarray(image, dtype=np.float32)
         peak = max(float(arr.max()), 1.0)

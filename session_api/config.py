@@ -26,10 +26,18 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = None
     redis_url: str | None = None
     public_url: str = "http://127.0.0.1:8000"
+    # Unset: a random secret kept in <data dir>/secret_key (session_api.datadir) signs links.
     secret_key: str = DEV_SECRET
 
-    # Offline jobs (DESIGN §7)
+    # Offline jobs (docs/architecture.md, "Offline jobs: the queue")
     max_upload_bytes: int = 50 * 1024 * 1024
+    # Photos decoded and checked for a face at once per API process (each may take ~150 MB).
+    image_decode_concurrency: int = Field(default=2, ge=1)
+    # An upload whose client sends nothing for this long, or takes longer in all, is dropped.
+    upload_idle_timeout_s: float = Field(default=30.0, gt=0)
+    upload_timeout_s: float = Field(default=600.0, gt=0)
+    # Connections `atlas serve` holds at once; beyond it, requests are answered 503.
+    max_connections: int = Field(default=256, ge=1)
     job_timeout_s: float = 300.0
     job_max_attempts: int = 3
     lease_s: float = 30.0
@@ -38,8 +46,13 @@ class Settings(BaseSettings):
     result_ttl_s: int = 24 * 3600
     cleanup_interval_s: float = 300.0
     worker_concurrency: int = 1
+    # Jobs one key may have processing at once over all workers (fair queueing across keys).
+    queue_per_key_concurrency: int | None = Field(default=4, ge=1)
     # `atlas serve` runs a worker in-process unless this is false (then run `atlas worker`).
     embedded_worker: bool = True
+    # Temp dirs left by a killed process are swept at start; while other processes share the
+    # data dir, only those idle this long (uploads and renders are bounded well below it).
+    tmp_stale_after_s: float = Field(default=3600.0, gt=0)
 
     # Rate limits
     default_rpm: int = 30
@@ -54,7 +67,8 @@ class Settings(BaseSettings):
 
     db_busy_timeout_s: float = 5.0
 
-    # Realtime (DESIGN §5). LiveKit's standard names, no prefix.
+    # Realtime (docs/architecture.md, "Realtime sessions and the LiveKit wiring").
+    # LiveKit's standard names, no prefix.
     livekit_url: str | None = Field(
         default=None, validation_alias=AliasChoices("LIVEKIT_URL", "livekit_url")
     )

@@ -58,6 +58,15 @@ class MethodNotAllowed(ApiError):
     default_message = "Wrong HTTP method."
 
 
+class RequestTimeout(ApiError):
+    status, code = 408, "request_timeout"
+    default_message = "The request body was not received in time."
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message)
+        self.headers = {"Connection": "close"}  # the rest of the body is never read
+
+
 class NotReady(ApiError):
     status, code = 409, "not_ready"
     default_message = "Job is still processing. Poll GET /v1/jobs/{id} until status is completed."
@@ -104,11 +113,6 @@ class StorageUnavailable(ApiError):
     default_message = "Output storage is temporarily unavailable."
 
 
-class StorageError(ApiError):
-    status, code = 503, "storage_error"
-    default_message = "Failed to store or retrieve job output."
-
-
 class TemporarilyUnavailable(ApiError):
     status, code = 503, "temporarily_unavailable"
     default_message = "Service is temporarily unavailable."
@@ -117,6 +121,11 @@ class TemporarilyUnavailable(ApiError):
 class AuthUnavailable(ApiError):
     status, code = 503, "auth_unavailable"
     default_message = "Authentication service is temporarily unavailable."
+
+
+class InvalidCallbackUrl(ApiError):
+    status, code = 400, "invalid_callback_url"
+    default_message = "X-Callback-URL must be a public HTTPS URL of at most 2048 characters."
 
 
 class InvalidFaceUrl(ApiError):

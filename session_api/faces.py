@@ -1,6 +1,6 @@
 """Realtime face photos: an upload or an HTTPS URL fetched SSRF-safe, checked for a face.
 
-The URL fetch reuses the webhook sender's checks (session_api.webhooks.send_pinned): HTTPS only,
+The URL fetch uses the webhook sender's checks (session_api.ssrf.send_pinned): HTTPS only,
 at most 2048 characters, every resolved address public (or allow-listed), the connection pinned
 to the checked address, and every redirect checked again. Bodies stream to a file under a cap.
 """
@@ -21,12 +21,12 @@ import httpx
 from renderer.image_io import sniff_image_format
 from renderer.options import RendererOptions
 from session_api.errors import InvalidFaceUrl, InvalidInput, PayloadTooLarge, UnsupportedMediaType
-from session_api.media import MediaRejected, MediaUnsupported, check_image
-from session_api.webhooks import (
+from session_api.media import MediaRejected, MediaUnsupported, check_image_bounded
+from session_api.ssrf import (
     MAX_REDIRECTS,
-    CallbackRefused,
     Resolver,
-    check_callback_url,
+    UrlRefused,
+    check_url,
     parse_networks,
     send_pinned,
     system_resolver,
@@ -58,8 +58,8 @@ def check_face_url(value: object, allow: Sequence[str] = ()) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidFaceUrl("face_url must be an HTTPS URL string.")
     try:
-        return check_callback_url(value.strip(), parse_networks(allow), label=LABEL)
-    except CallbackRefused as exc:
+        return check_url(value.strip(), parse_networks(allow), label=LABEL)
+    except UrlRefused as exc:
         raise InvalidFaceUrl(str(exc)) from exc
 
 
@@ -100,7 +100,7 @@ class FaceFetcher:
                     stream=True,
                     label=LABEL,
                 )
-            except CallbackRefused as exc:
+            except UrlRefused as exc:
                 raise InvalidFaceUrl(str(exc)) from exc
             except (httpx.HTTPError, OSError) as exc:
                 raise InvalidFaceUrl("face_url could not be fetched.") from exc
@@ -145,7 +145,8 @@ class FaceChecker:
     """Format from content, then a face found by the renderer (FaceAsset.prepare in a thread).
 
     A photo already accepted (same SHA-256) is not prepared again: reused faces are the common
-    case and the check costs ~30 ms of CPU. At most `concurrency` checks run at once.
+    case and the check costs ~30 ms of CPU. At most `concurrency` photos are decoded at once in
+    the process, counting /v1/generate's (session_api.media.check_image_bounded).
     """
 
     def __init__(
@@ -153,8 +154,8 @@ class FaceChecker:
     ) -> None:
         self.options = options
         self.cache_size = cache_size
+        self.concurrency = concurrency
         self._accepted: OrderedDict[str, str] = OrderedDict()
-        self._slots = asyncio.Semaphore(concurrency)
 
     async def check(self, path: Path, size: int) -> FaceFile:
         if size == 0:
@@ -167,13 +168,12 @@ class FaceChecker:
         fmt = sniff_image_format(head)
         if fmt not in EXTENSIONS:
             raise UnsupportedMediaType("Unsupported image format: use PNG, JPEG or WebP.")
-        async with self._slots:
-            try:
-                await asyncio.to_thread(check_image, path, self.options)
-            except MediaUnsupported as exc:
-                raise UnsupportedMediaType(str(exc)) from exc
-            except MediaRejected as exc:
-                raise InvalidInput(str(exc)) from exc
+        try:
+            await check_image_bounded(path, self.options, slots=self.concurrency)
+        except MediaUnsupported as exc:
+            raise UnsupportedMediaType(str(exc)) from exc
+        except MediaRejected as exc:
+            raise InvalidInput(str(exc)) from exc
         self._accepted[digest] = fmt
         while len(self._accepted) > self.cache_size:
             self._accepted.popitem(last=False)

@@ -7,12 +7,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from session_api.clock import Clock, utcnow
 from session_api.config import Settings, get_settings
+from session_api.datadir import open_data_dir
 from session_api.demo import install_demo
 from session_api.errors import install_error_handlers
-from session_api.jobs.queue import Clock, utcnow
 from session_api.jobs.worker import RenderFn
 from session_api.metrics import Metrics, MetricsMiddleware
+from session_api.openapi import install_openapi
 from session_api.routes import files, jobs, meta, realtime
 from session_api.services import open_services
 
@@ -36,20 +38,25 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await open_services(
-            settings,
-            migrate=migrate,
-            worker=run_worker,
-            background=background,
-            render=render,
-            metrics=metrics,
-            clock=clock,
-        )
-        app.state.services = services
+        # The data dir's permissions, its signing secret and the temp-dir sweep come first.
+        ready, scratch = open_data_dir(settings)
         try:
-            yield
+            services = await open_services(
+                ready,
+                migrate=migrate,
+                worker=run_worker,
+                background=background,
+                render=render,
+                metrics=metrics,
+                clock=clock,
+            )
+            app.state.services = services
+            try:
+                yield
+            finally:
+                await services.aclose()
         finally:
-            await services.aclose()
+            scratch.close()
 
     app = FastAPI(
         title="Atlas API (self-hosted)",
@@ -60,6 +67,7 @@ def create_app(
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(meta.router)
     app.include_router(jobs.router)
     app.include_router(files.router)

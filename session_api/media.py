@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
+import ctypes.util
+import functools
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 from renderer.errors import RendererInputError, UnsupportedMediaError
@@ -64,6 +70,49 @@ def check_audio(path: Path) -> float:
         raise
     except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
         raise MediaRejected("audio file could not be decoded") from exc
+
+
+# One semaphore per event loop (tests run several): photos decoded at once, whatever the route.
+_decode_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def check_image_bounded(path: Path, options: RendererOptions, *, slots: int) -> None:
+    """check_image in a thread, at most `slots` at once in this process.
+
+    Each check may take ~150 MB for a moment, so uploads that arrive together wait their
+    turn instead of adding up (the API's memory limit is 1 GiB).
+    """
+    loop = asyncio.get_running_loop()
+    gate = _decode_slots.get(loop)
+    if gate is None:
+        gate = _decode_slots[loop] = asyncio.Semaphore(max(1, slots))
+    async with gate:
+        try:
+            await asyncio.to_thread(check_image, path, options)
+        finally:
+            await asyncio.to_thread(_release_freed_memory)
+
+
+def _release_freed_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them per thread arena otherwise, so a
+    burst of decodes would leave the process at its peak for good). No-op off glibc."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
 
 
 def check_image(path: Path, options: RendererOptions) -> None:

@@ -1,4 +1,6 @@
-"""Realtime sessions (DESIGN §5): create, look up, swap the face, end exactly once, bill.
+"""Realtime sessions: create, look up, swap the face, end exactly once, bill.
+
+See docs/architecture.md, "Realtime sessions and the LiveKit wiring".
 
 The realtime_sessions row is the single source of truth, shared by every API process:
 
@@ -26,6 +28,7 @@ from typing import Any, Literal
 from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from session_api.clock import Clock, utcnow
 from session_api.config import Settings
 from session_api.db.models import RealtimeSession
 from session_api.db.session import Database
@@ -36,7 +39,6 @@ from session_api.errors import (
     TemporarilyUnavailable,
 )
 from session_api.faces import FaceChecker, FaceFetcher, FaceFile
-from session_api.jobs.queue import Clock, utcnow
 from session_api.livekit import ROOM_PREFIX, LiveKit, LiveKitBusy, LiveKitError, room_name
 from session_api.storage import Storage, StorageFailure
 

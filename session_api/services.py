@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from renderer.options import RendererOptions
+from session_api.clock import Clock, utcnow
 from session_api.config import Settings
 from session_api.db.migrate import upgrade
 from session_api.db.session import Database
-from session_api.jobs.queue import Clock, JobQueue, utcnow
+from session_api.jobs.queue import JobQueue
 from session_api.jobs.worker import JobWorker, RenderFn, ResultCleaner
 from session_api.metrics import Metrics
 from session_api.ratelimit import RateLimiter
@@ -41,8 +42,11 @@ class TaskOwner:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("background task died", extra={"task": task.get_name()})
+        if task.cancelled():
+            return
+        if (exc := task.exception()) is not None:
+            # With its traceback and name: nothing else ever awaits these tasks.
+            logger.error("background task died", exc_info=exc, extra={"task": task.get_name()})
 
     async def aclose(self) -> None:
         tasks = list(self._tasks)
@@ -140,6 +144,7 @@ async def open_services(
             lease_s=settings.lease_s,
             max_attempts=settings.job_max_attempts,
             failed_webhook=failed_body,
+            per_key_concurrency=settings.queue_per_key_concurrency,
         ),
         metrics=metrics or Metrics(),
         signer=UrlSigner(settings.secret_key.encode()),
@@ -186,7 +191,7 @@ def start_realtime(services: Services, *, background: bool, clock: Clock) -> Non
             api_secret=s.livekit_api_secret.get_secret_value(),
             timeout_s=s.livekit_timeout_s,
         ),
-        checker=FaceChecker(options=services.options),
+        checker=FaceChecker(options=services.options, concurrency=s.image_decode_concurrency),
         fetcher=FaceFetcher(
             max_bytes=s.realtime_face_max_bytes,
             timeout_s=s.realtime_face_timeout_s,

@@ -53,8 +53,10 @@ class UrlSigner:
         return hmac.new(self.secret, msg, hashlib.sha256).hexdigest()
 
     def verify(self, key: str, expires: int, signature: str) -> bool:
-        expected = self.sign(key, expires)
-        return hmac.compare_digest(expected, signature) and expires >= self.clock()
+        expected = self.sign(key, expires).encode()
+        # Bytes on both sides: compare_digest refuses str with non-ASCII characters (a 500).
+        given = signature.encode("utf-8", "surrogateescape")
+        return hmac.compare_digest(expected, given) and expires >= self.clock()
 
 
 class LocalStorage:

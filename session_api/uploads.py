@@ -1,11 +1,14 @@
-"""Stream a multipart body to temporary files under a combined size cap.
+"""Stream a multipart body to temporary files under a combined size cap and time limits.
 
 Each part goes straight from the socket to disk; nothing holds a whole upload in memory, and
-the request is refused (413) as soon as the running total passes the cap.
+the request is refused (413) as soon as the running total passes the cap. A client that stops
+sending for `idle_timeout_s`, or takes longer than `total_timeout_s` in all, is answered 408 and
+its connection closed; the caller's temp dir goes with the request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -15,11 +18,18 @@ from typing import IO
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from session_api.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from session_api.errors import (
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 
 MAX_PARTS = 16
 MAX_HEADER_BYTES = 8 * 1024
 HEAD_BYTES = 64  # kept from each part for format sniffing
+IDLE_TIMEOUT_S = 30.0
+TOTAL_TIMEOUT_S = 600.0
 
 
 @dataclass(slots=True)
@@ -141,8 +151,10 @@ async def receive_parts(
     directory: Path,
     max_total: int,
     wanted: frozenset[str],
+    idle_timeout_s: float = IDLE_TIMEOUT_S,
+    total_timeout_s: float = TOTAL_TIMEOUT_S,
 ) -> dict[str, UploadedPart]:
-    """Parse the body into `directory`; raises 413/415/422 ApiErrors."""
+    """Parse the body into `directory`; raises 408/413/415/422 ApiErrors."""
     boundary = multipart_boundary(content_type)
     if content_length is not None and content_length.isdigit():
         # The multipart framing adds a little; the file bytes are what the cap is about.
@@ -162,7 +174,7 @@ async def receive_parts(
         },
     )
     try:
-        async for chunk in stream:
+        async for chunk in _timed(stream, idle_timeout_s, total_timeout_s):
             if chunk:
                 parser.write(chunk)
         parser.finalize()
@@ -171,6 +183,25 @@ async def receive_parts(
     finally:
         sink.close()
     return sink.parts
+
+
+async def _timed(
+    stream: AsyncIterator[bytes], idle_timeout_s: float, total_timeout_s: float
+) -> AsyncIterator[bytes]:
+    """The body's chunks, each within `idle_timeout_s`, all within `total_timeout_s`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + total_timeout_s
+    chunks = aiter(stream)
+    while True:
+        wait_s = min(idle_timeout_s, deadline - loop.time())
+        try:
+            async with asyncio.timeout(max(wait_s, 0.0)):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except TimeoutError as exc:
+            raise RequestTimeout() from exc
+        yield chunk
 
 
 def new_upload_dir(base: Path | None) -> tempfile.TemporaryDirectory[str]:

@@ -1,10 +1,9 @@
 """Durable, signed webhook deliveries with SSRF protection.
 
 A delivery is a row written in the same transaction that finishes the job, so it survives a
-restart. The sender resolves the host, refuses loopback, private, link-local, reserved and
-metadata addresses (unless an operator allow-lists a network), connects to the address it
-checked (no second lookup to rebind), and checks every redirect the same way. Attempts time out
-after 10 s and are retried after 5, 30 and 120 s.
+restart. Each attempt and each redirect goes through session_api.ssrf.send_pinned (public
+addresses only, checked after DNS, the connection pinned to the checked address). Attempts time
+out after 10 s and are retried after 5, 30 and 120 s.
 """
 
 from __future__ import annotations
@@ -12,96 +11,31 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
-import socket
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin
 
 import httpx
 from sqlalchemy import func, or_, select
 
+from session_api.clock import Clock, utcnow
 from session_api.db.models import ApiKey, Job, WebhookDelivery
 from session_api.db.session import Database
-from session_api.jobs.queue import Clock, utcnow
 from session_api.schemas import iso_offset
-
-logger = logging.getLogger("session_api")
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Resolver = Callable[[str, int], Awaitable[list[str]]]
-
-MAX_URL_CHARS = 2048
-MAX_REDIRECTS = 3
-_METADATA = (
-    ipaddress.ip_network("169.254.169.254/32"),
-    ipaddress.ip_network("fd00:ec2::254/128"),
-    ipaddress.ip_network("100.100.100.200/32"),  # Alibaba Cloud metadata
+from session_api.ssrf import (
+    MAX_REDIRECTS,
+    Resolver,
+    UrlRefused,
+    parse_networks,
+    send_pinned,
+    system_resolver,
 )
 
-
-class CallbackRefused(Exception):
-    """The callback URL or what it resolves to is not allowed. str() is user-facing."""
-
-
-def parse_networks(values: Sequence[str]) -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(v, strict=False) for v in values)
-
-
-def address_allowed(ip: IPAddress, allow: Sequence[Network] = ()) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if any(ip in net for net in allow if net.version == ip.version):
-        return True
-    if any(ip in net for net in _METADATA if net.version == ip.version):
-        return False
-    return ip.is_global and not ip.is_multicast
-
-
-def check_callback_url(
-    url: str, allow: Sequence[Network] = (), *, label: str = "Callback URL"
-) -> str:
-    """Static checks at submit time: HTTPS, a host, no literal internal address."""
-    if len(url) > MAX_URL_CHARS:
-        raise CallbackRefused(f"{label} exceeds 2048 characters.")
-    parts = urlsplit(url)
-    if parts.scheme != "https":
-        raise CallbackRefused(f"{label} must use HTTPS.")
-    host = parts.hostname
-    if not host or parts.username or parts.password:
-        raise CallbackRefused(f"{label} must name a host and carry no credentials.")
-    try:
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError as exc:
-        raise CallbackRefused(f"{label} has an invalid port.") from exc
-    if host.lower() in {"localhost", "localhost.localdomain"} or host.lower().endswith(
-        ".localhost"
-    ):
-        if not allow:
-            raise CallbackRefused(f"{label} must not point to localhost.")
-    try:
-        literal = ipaddress.ip_address(host)
-    except ValueError:
-        return url
-    if not address_allowed(literal, allow):
-        raise CallbackRefused(f"{label} must not point to a private or internal address.")
-    return url
-
-
-async def system_resolver(host: str, port: int) -> list[str]:
-    infos = await asyncio.get_running_loop().getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
-    )
-    seen: list[str] = []
-    for family, *_rest, sockaddr in infos:
-        if family in (socket.AF_INET, socket.AF_INET6) and sockaddr[0] not in seen:
-            seen.append(str(sockaddr[0]))
-    return seen
+logger = logging.getLogger("session_api")
 
 
 def sign(secret: str, timestamp: int, body: str) -> str:
@@ -254,7 +188,7 @@ class WebhookSender:
         for _ in range(MAX_REDIRECTS + 1):
             try:
                 response = await self._post_checked(url, body, headers)
-            except CallbackRefused as exc:
+            except UrlRefused as exc:
                 return AttemptOutcome(False, True, str(exc))
             except (httpx.HTTPError, OSError) as exc:
                 return AttemptOutcome(False, False, type(exc).__name__)
@@ -281,56 +215,6 @@ class WebhookSender:
     async def aclose(self) -> None:
         self._stop.set()
         await self._client.aclose()
-
-
-async def send_pinned(
-    client: httpx.AsyncClient,
-    method: str,
-    url: str,
-    *,
-    allow: Sequence[Network],
-    resolver: Resolver,
-    headers: dict[str, str],
-    content: bytes | None = None,
-    stream: bool = False,
-    label: str = "Callback URL",
-) -> httpx.Response:
-    """One request (no redirects followed) to an address checked after DNS resolution.
-
-    The URL passes check_callback_url; every address the host resolves to must be allowed; the
-    connection goes to the checked address (no second lookup to rebind) with the original Host
-    and SNI. With `stream`, the caller reads and closes the response. Raises CallbackRefused.
-    """
-    check_callback_url(url, allow, label=label)
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = parts.port or 443
-    try:
-        addresses = await resolver(host, port)
-    except OSError as exc:
-        raise httpx.ConnectError("name resolution failed") from exc
-    ips = [ipaddress.ip_address(a) for a in addresses]
-    if not ips or not all(address_allowed(ip, allow) for ip in ips):
-        raise CallbackRefused(f"{label} host resolves to a refused address.")
-    ips.sort(key=lambda ip: ip.version)  # IPv4 first
-    last_error: Exception | None = None
-    for ip in ips:
-        literal = f"[{ip}]" if ip.version == 6 else str(ip)
-        pinned = urlunsplit(("https", f"{literal}:{port}", parts.path or "/", parts.query, ""))
-        host_header = host if parts.port is None else f"{host}:{parts.port}"
-        request = client.build_request(
-            method,
-            pinned,
-            content=content,
-            headers={**headers, "Host": host_header},
-            extensions={"sni_hostname": host},
-        )
-        try:
-            return await client.send(request, stream=stream)
-        except httpx.ConnectError as exc:
-            last_error = exc
-    assert last_error is not None
-    raise last_error
 
 
 async def pending_count(db: Database) -> int:

@@ -1,4 +1,5 @@
-"""Shared fixtures: the committed media, and a real LiveKit server for the tests that need one."""
+"""Shared fixtures: the committed media, real `atlas` processes stopped after each test, and a
+real LiveKit server for the tests that need one."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import numpy as np
 import pytest
 
 from tests.livekit_server import LiveKitServer, start_livekit_server, stop
-
-FIXTURES = Path(__file__).parent / "fixtures"
+from tests.paths import FIXTURES
+from tests.processes import Procs
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +49,13 @@ def livekit_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveKit
         yield server
     finally:
         stop(proc)
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Procs]:
+    """`atlas` processes for one test: SIGTERM, a grace period, then SIGKILL at the end."""
+    owner = Procs(tmp_path)
+    try:
+        yield owner
+    finally:
+        owner.stop_all()

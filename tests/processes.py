@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -11,7 +12,28 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.paths import ROOT
+
 ATLAS = [sys.executable, "-m", "atlas.cli"]
+
+
+def atlas_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment for an `atlas` process on an embedded (SQLite, local files) data dir."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("ATLAS_", "LIVEKIT_"))  # nothing from the caller's setup leaks in
+    }
+    env.update(
+        {
+            "ATLAS_DATA_DIR": str(data_dir),
+            "ATLAS_SECRET_KEY": "deploy-test-secret-0123456789",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(extra)
+    return env
 
 
 def free_port() -> int:

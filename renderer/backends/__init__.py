@@ -12,7 +12,7 @@ def create_backend(options: RendererOptions) -> Backend:
 
         return WarpBackend(options=options)
     if options.backend == "wav2lip":
-        from renderer.backends.wav2lip import Wav2LipBackend
+        from renderer.backends.wav2lip.backend import Wav2LipBackend
 
         return Wav2LipBackend(options=options)
     raise ValueError(f"unknown renderer backend {options.backend!r}")

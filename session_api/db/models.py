@@ -1,5 +1,5 @@
-"""Tables. The jobs table is the queue (DESIGN §7); webhook deliveries are durable rows;
-realtime sessions are rows whose one conditional end is the billing record (DESIGN §5)."""
+"""Tables. The jobs table is the queue; webhook deliveries are durable rows; realtime sessions
+are rows whose one conditional end is the billing record (docs/architecture.md tells both)."""
 
 from __future__ import annotations
 

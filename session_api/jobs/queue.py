@@ -1,9 +1,16 @@
-"""The jobs table is the queue: claim, lease, heartbeat, retry, finish (DESIGN §7).
+"""The jobs table is the queue: claim, lease, heartbeat, retry, finish.
 
-A claim takes the oldest pending job with SELECT ... FOR UPDATE SKIP LOCKED on PostgreSQL, and
-inside a short BEGIN IMMEDIATE transaction on SQLite. A claimed job carries a lease that the
-worker renews; when a lease runs out (the worker died), the job goes back to pending until it
-has used its attempts, and then fails with generation_failed.
+Claims are fair across API keys: the next job goes to the key with the fewest jobs processing,
+then the one served least recently, then the one waiting longest; within a key, jobs run in
+order. A key never has more than `per_key_concurrency` jobs processing at once, so one key's
+backlog cannot fill every worker. Claims are serialized (BEGIN IMMEDIATE on SQLite, a
+transaction advisory lock on PostgreSQL), so those counts are exact under concurrent workers.
+
+A claimed job carries a lease that the worker renews; when a lease runs out (the worker died),
+the job goes back to pending until it has used its attempts, and then fails with
+generation_failed.
+
+See docs/architecture.md, "Offline jobs: the queue".
 """
 
 from __future__ import annotations
@@ -16,18 +23,15 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from session_api.clock import Clock, utcnow
 from session_api.db.models import Job, KeyUsage, WebhookDelivery
 from session_api.db.session import Database
 from session_api.errors import MonthlyCapExceeded
+from session_api.jobs.fairness import next_key
 
 FAILED_MESSAGE = "Processing failed. Please try again."
+_CLAIM_LOCK = 0x61746C61  # "atla": pg_advisory_xact_lock id that serializes claims
 GENERATION_FAILED = "generation_failed"
-
-Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def new_job_id() -> str:
@@ -70,8 +74,10 @@ class JobQueue:
         max_attempts: int = 3,
         clock: Clock = utcnow,
         failed_webhook: Callable[[Job], WebhookBody] | None = None,
+        per_key_concurrency: int | None = None,
     ) -> None:
         self.db = db
+        self.per_key_concurrency = per_key_concurrency
         self.failed_webhook = failed_webhook
         self.lease = timedelta(seconds=lease_s)
         self.max_attempts = max_attempts
@@ -171,10 +177,15 @@ class JobQueue:
         await self.recover_expired()
         now = self.clock()
         async with self.db.write() as session:
+            if not self.db.is_sqlite:
+                await session.execute(select(func.pg_advisory_xact_lock(_CLAIM_LOCK)))
+            key_id = await next_key(session, now, per_key_cap=self.per_key_concurrency)
+            if key_id is None:
+                return None
             job = (
                 await session.execute(
                     select(Job)
-                    .where(Job.status == "pending")
+                    .where(Job.status == "pending", Job.key_id == key_id)
                     .order_by(Job.created_at, Job.id)
                     .limit(1)
                     .with_for_update(skip_locked=True)

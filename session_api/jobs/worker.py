@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from renderer.errors import RendererInputError
 from renderer.face import FaceAsset
 from renderer.options import RendererOptions
+from renderer.settings import load_renderer_options
 from session_api.db.models import Job
 from session_api.jobs.queue import ClaimedJob, JobQueue
 from session_api.metrics import Metrics
@@ -117,7 +118,8 @@ class JobWorker:
         self.heartbeat_s = heartbeat_s
         self.poll_interval_s = poll_interval_s
         self.result_ttl_s = result_ttl_s
-        self.options = options or RendererOptions()
+        # ATLAS_RENDERER_* unless the caller passes its own (as `atlas render` reads them)
+        self.options = options or load_renderer_options()
         self._render = render
         self.metrics = metrics
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"

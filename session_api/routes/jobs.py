@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from session_api.db.models import Job
 from session_api.deps import CallerDep, ServicesDep
 from session_api.errors import (
-    ApiError,
+    InvalidCallbackUrl,
     InvalidInput,
     MonthlyCapExceeded,
     NoOutput,
@@ -33,7 +33,7 @@ from session_api.media import (
     MediaRejected,
     MediaUnsupported,
     check_audio,
-    check_image,
+    check_image_bounded,
     sniff_audio_format,
 )
 from session_api.schemas import (
@@ -48,18 +48,16 @@ from session_api.schemas import (
     iso_z,
 )
 from session_api.services import Services
+from session_api.ssrf import UrlRefused, check_url, parse_networks
 from session_api.storage import StorageFailure
 from session_api.uploads import UploadedPart, new_upload_dir, receive_parts
-from session_api.webhooks import CallbackRefused, check_callback_url, parse_networks
 
 logger = logging.getLogger("session_api")
 router = APIRouter()
 
 _WANTED = frozenset({"audio", "image"})
-
-
-class InvalidCallbackUrl(ApiError):
-    status, code = 400, "invalid_callback_url"
+# Far past any real history, and inside the 64-bit integers SQLite and PostgreSQL bind.
+MAX_OFFSET = 1_000_000_000
 
 
 @router.post("/v1/generate", status_code=202)
@@ -73,10 +71,10 @@ async def generate(
     callback = None
     if x_callback_url:
         try:
-            callback = check_callback_url(
+            callback = check_url(
                 x_callback_url.strip(), parse_networks(settings.webhook_allow_networks)
             )
-        except CallbackRefused as exc:
+        except UrlRefused as exc:
             raise InvalidCallbackUrl(str(exc)) from exc
     cap = caller.key.monthly_cap
     if cap is not None and await _usage(services, caller.key.id) >= cap:
@@ -90,6 +88,8 @@ async def generate(
             directory=Path(tmp),
             max_total=settings.max_upload_bytes,
             wanted=_WANTED,
+            idle_timeout_s=settings.upload_idle_timeout_s,
+            total_timeout_s=settings.upload_timeout_s,
         )
         audio, image = _required(parts)
         audio_fmt, image_fmt = await _validate(services, audio, image)
@@ -160,7 +160,9 @@ async def _validate(
         raise UnsupportedMediaType("Unsupported image format: use PNG, JPEG or WebP.")
     try:
         await asyncio.to_thread(check_audio, audio.path)
-        await asyncio.to_thread(check_image, image.path, services.options)
+        await check_image_bounded(
+            image.path, services.options, slots=services.settings.image_decode_concurrency
+        )
     except MediaUnsupported as exc:
         raise UnsupportedMediaType(str(exc)) from exc
     except MediaRejected as exc:
@@ -180,7 +182,7 @@ async def list_jobs(
     caller: CallerDep,
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> JobList:
     jobs, count = await services.queue.list_for_key(
         key_id=caller.key.id, limit=limit, offset=offset

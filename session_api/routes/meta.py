@@ -54,6 +54,7 @@ async def index() -> dict[str, Any]:
 
 
 @router.get("/v1/health")
+@router.head("/v1/health", operation_id="health_head")  # load balancers probe with HEAD
 async def health() -> Health:
     return Health(status="all systems go", services={"avatar_generation": "online"})
 

@@ -17,7 +17,7 @@ from livekit.agents import APIConnectOptions, llm, stt, tts, utils
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
 from livekit.agents.voice.io import AudioInput
 
-from tests.agent.conftest import tone_bursts
+from tests.agent.audio_support import tone_bursts
 
 QUIET_S = 0.3
 LOUD_RMS = 500.0

@@ -23,7 +23,7 @@ from agent.conversation import (
 from agent.runner import create_avatar_runner
 from agent.video_generator import LipSyncVideoGenerator
 from renderer import FaceAsset, RendererOptions
-from tests.agent.conftest import tone_bursts
+from tests.agent.audio_support import tone_bursts
 from tests.agent.fake_providers import FakeLLM, FakeMic, FakeSTT, FakeTTS
 from tests.agent.fakes import FakeRemoteParticipant, FakeRoom
 

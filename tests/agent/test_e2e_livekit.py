@@ -113,8 +113,8 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         **os.environ,
         "PYTHONPATH": str(ROOT),
         "ATLAS_DATA_DIR": str(tmp_path / "data"),
-        "ATLAS_AGENT_VIDEO_SIZE": str(VIDEO_SIZE),
-        "ATLAS_AGENT_FPS": str(FPS),
+        "ATLAS_RENDERER_SIZE": str(VIDEO_SIZE),
+        "ATLAS_RENDERER_FPS": str(FPS),
     }
     env.pop("ATLAS_DATABASE_URL", None)  # SQLite in the data dir
     env.pop("ATLAS_STORAGE_URL", None)  # file storage in the data dir, shared with the worker

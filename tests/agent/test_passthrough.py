@@ -10,7 +10,7 @@ from livekit import rtc
 from livekit.agents.voice.avatar import AudioSegmentEnd
 
 from agent.passthrough import GateOptions, ParticipantAudioReceiver, SpeechGate
-from tests.agent.conftest import audio_frames, tone_bursts
+from tests.agent.audio_support import audio_frames, tone_bursts
 from tests.agent.fakes import FakePublication, FakeRemoteParticipant, FakeRoom
 
 RATE = 24000

@@ -28,7 +28,7 @@ from agent.plugin import AtlasAvatarError, AvatarSession, mint_avatar_token
 from agent.runner import create_avatar_runner, create_protocol_runner
 from agent.video_generator import LipSyncVideoGenerator
 from renderer import FaceAsset, RendererOptions
-from tests.agent.conftest import audio_frames, tone_bursts
+from tests.agent.audio_support import audio_frames, tone_bursts
 from tests.agent.fakes import FakeHub, FakeRoom
 from tests.fakes.livekit_server import FakeLiveKit
 

@@ -17,7 +17,7 @@ from livekit import rtc
 from livekit.agents.voice.avatar import AudioReceiver, AudioSegmentEnd, VideoGenerator
 
 from agent.playback import PlaybackGuard
-from tests.agent.conftest import ManualClock
+from tests.fake_clock import FakeClock
 
 RATE = 24000
 TRAILER_S, GRACE_S = 5.0, 1.0
@@ -133,8 +133,8 @@ async def settle(rounds: int = 20) -> None:
 @pytest.fixture
 async def rig(
     request: pytest.FixtureRequest,
-) -> AsyncIterator[tuple[ScriptedReceiver, EchoGenerator, PlaybackGuard, Pump, ManualClock]]:
-    clock = ManualClock()
+) -> AsyncIterator[tuple[ScriptedReceiver, EchoGenerator, PlaybackGuard, Pump, FakeClock]]:
+    clock = FakeClock()
     receiver = ScriptedReceiver()
     generator = EchoGenerator(swallow_ends=getattr(request, "param", False))
     guard = PlaybackGuard(
@@ -151,7 +151,7 @@ async def rig(
     await guard.receiver.aclose()
 
 
-Rig = tuple[ScriptedReceiver, EchoGenerator, PlaybackGuard, Pump, ManualClock]
+Rig = tuple[ScriptedReceiver, EchoGenerator, PlaybackGuard, Pump, FakeClock]
 
 
 async def test_two_queued_segments_each_get_started_and_finished(rig: Rig) -> None:

@@ -20,7 +20,7 @@ from livekit.agents.voice.avatar import QueueAudioOutput
 from agent.runner import create_avatar_runner
 from agent.video_generator import LipSyncVideoGenerator
 from renderer import FaceAsset, RendererOptions
-from tests.agent.conftest import audio_frames, tone_bursts
+from tests.agent.audio_support import audio_frames, tone_bursts
 from tests.agent.fakes import FakeRoom
 
 SPEECH_S = float(os.environ.get("ATLAS_TEST_SYNC_SECONDS", "60"))

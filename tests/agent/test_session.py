@@ -15,8 +15,8 @@ from agent.runner import create_avatar_runner
 from agent.session import LiveSession
 from agent.video_generator import LipSyncVideoGenerator
 from renderer import FaceAsset, RendererOptions
-from tests.agent.conftest import ManualClock
 from tests.agent.fakes import FakeRemoteParticipant, FakeRoom, FakeRoomAdmin
+from tests.fake_clock import FakeClock
 
 SESSION = "ses_test00000000"
 CLIENT = f"user-{SESSION}"
@@ -38,7 +38,7 @@ class Harness:
     def __init__(self, generator: LipSyncVideoGenerator, tmp_path: Path, **kw: float) -> None:
         self.room = FakeRoom(name=f"atlas-rt-{SESSION}")
         self.admin = FakeRoomAdmin()
-        self.clock = ManualClock()
+        self.clock = FakeClock()
         self.faces = RecordingFileFaceSource(root=tmp_path)
         self.stopped = 0
         self.session = LiveSession(

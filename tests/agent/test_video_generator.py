@@ -13,7 +13,8 @@ from livekit.agents.voice.avatar import AudioSegmentEnd, VideoGenerator
 
 from agent.video_generator import AvatarAudioFrame, AvatarVideoFrame, LipSyncVideoGenerator
 from renderer import FaceAsset, RendererOptions
-from tests.agent.conftest import FakeClock, audio_frames
+from tests.agent.audio_support import audio_frames
+from tests.fake_clock import FakeClock
 
 Item = rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd
 

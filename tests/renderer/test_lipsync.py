@@ -18,9 +18,9 @@ from renderer.landmarks import (
     OUTER_UPPER,
     FaceLandmarker,
 )
-from renderer.metrics import best_lag, frame_envelope, measure_mouths, psnr
+from renderer.lipsync_metrics import best_lag, frame_envelope, measure_mouths, psnr
 from renderer.stream import RenderedFrame
-from tests.renderer.conftest import render_all
+from tests.renderer.render_support import render_all
 
 CLOSED_GAP = 0.04  # inner-lip gap below 4% of the mouth width reads as closed
 IDLE_TAIL = 12

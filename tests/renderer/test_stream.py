@@ -8,7 +8,7 @@ import soxr
 
 from renderer import FaceAsset, RendererOptions, StreamRenderer
 from renderer.audio import LOOKAHEAD_S
-from tests.renderer.conftest import render_all
+from tests.renderer.render_support import render_all
 
 
 def _speech_at(rate: int, speech: tuple[np.ndarray, int]) -> np.ndarray:

@@ -12,14 +12,13 @@ from renderer import FaceAsset, RendererOptions, StreamRenderer
 from renderer.audio import MouthShape
 from renderer.backends import AudioBackend, create_backend
 from renderer.backends.base import FrameAudio, PreparedFace
-from renderer.backends.wav2lip import (
+from renderer.backends.wav2lip.backend import (
     Wav2LipBackend,
     Wav2LipFace,
     mel_for,
     paste_back,
 )
-from renderer.errors import ModelError
-from renderer.neural import (
+from renderer.backends.wav2lip.engine import (
     NeuralSettings,
     TensorInfo,
     Wav2LipEngine,
@@ -27,6 +26,7 @@ from renderer.neural import (
     shared_engines,
     validate_contract,
 )
+from renderer.errors import ModelError
 from tests.renderer.wav2lip_support import (
     contract_model,
     reference_chunks,

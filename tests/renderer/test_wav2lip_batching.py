@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from renderer.batching import BatchLoop, BatchPolicy, LoopClosedError
-from renderer.neural import Wav2LipEngine
+from renderer.backends.wav2lip.batching import BatchLoop, BatchPolicy, LoopClosedError
+from renderer.backends.wav2lip.engine import Wav2LipEngine
 from tests.renderer.wav2lip_support import (
     wav2lip_engine_fixture,  # noqa: F401 (fixture)
     wav2lip_model_fixture,  # noqa: F401 (fixture)

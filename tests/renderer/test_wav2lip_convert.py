@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch", reason="model conversion needs the torch ex
 import onnxruntime as ort  # noqa: E402
 
 from atlas.cli import main  # noqa: E402
-from renderer.neural import session_contract  # noqa: E402
+from renderer.backends.wav2lip.engine import session_contract  # noqa: E402
 from tests.renderer.wav2lip_torch import randomised  # noqa: E402
 
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from renderer.mel import (
+from renderer.backends.wav2lip.mel import (
     MEL_STEP,
     frame_mel,
     mel_basis,

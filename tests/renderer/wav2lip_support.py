@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from renderer.neural import Wav2LipEngine
-from renderer.wav2lip_graph import build_wav2lip_onnx, random_weights
+from renderer.backends.wav2lip.engine import Wav2LipEngine
+from renderer.backends.wav2lip.graph import build_wav2lip_onnx, random_weights
 
 
 # Imported by the test modules under these names; the tests ask for them by `name`.
@@ -79,7 +79,7 @@ def contract_model(
     return path
 
 
-# -- an independent reference for Wav2Lip's mel (written from the definitions, not renderer.mel)
+# -- an independent reference for Wav2Lip's mel (from the definitions, not renderer's own mel.py)
 
 
 def _slaney_hz_to_mel(f: float) -> float:

@@ -1,7 +1,7 @@
 """Wav2Lip's generator in PyTorch, written out layer by layer (test-only, needs torch).
 
-An independent statement of the architecture: the ONNX graph that renderer.wav2lip_graph builds
-from its layer table must compute the same function with the same state dict.
+An independent statement of the architecture: the ONNX graph that renderer.backends.wav2lip.graph
+builds from its layer table must compute the same function with the same state dict.
 """
 
 from __future__ import annotations

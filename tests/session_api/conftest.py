@@ -3,47 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
-from fastapi import FastAPI
-from PIL import Image
 
-from session_api.auth import NewKey, create_key
 from session_api.config import Settings
 from session_api.main import create_app
-from session_api.services import Services
-from tests.processes import free_port  # noqa: F401 (used by sibling modules)
+from tests.fake_clock import FakeClock
+from tests.paths import SPEECH
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-SPEECH = FIXTURES / "speech.wav"
-FACE = FIXTURES / "face.jpg"
-
-
-def no_face_png() -> bytes:
-    rng = np.random.default_rng(0)
-    pixels = (rng.random((256, 256, 3)) * 40 + 100).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
-    return buf.getvalue()
+from .api_support import Api
 
 
 @pytest.fixture
 def speech_bytes() -> bytes:
     return SPEECH.read_bytes()
-
-
-@pytest.fixture
-def face_bytes() -> bytes:
-    return FACE.read_bytes()
 
 
 @pytest.fixture
@@ -106,20 +85,6 @@ async def redis_url() -> AsyncIterator[str]:
         await client.aclose()
 
 
-@dataclass
-class Api:
-    app: FastAPI
-    client: httpx.AsyncClient
-
-    @property
-    def services(self) -> Services:
-        services: Services = self.app.state.services
-        return services
-
-    async def new_key(self, name: str = "test", **kwargs: Any) -> NewKey:
-        return await create_key(self.services.db, name=name, **kwargs)
-
-
 @pytest.fixture
 def open_api() -> Iterator[Callable[..., Any]]:
     """`async with open_api(settings, **create_app_kwargs) as api:` runs the app's lifespan."""
@@ -137,37 +102,7 @@ def open_api() -> Iterator[Callable[..., Any]]:
     yield opener
 
 
-def auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
-def upload(audio: bytes, image: bytes, **extra: tuple[str, bytes, str]) -> dict[str, Any]:
-    files: dict[str, Any] = {
-        "audio": ("speech.wav", audio, "audio/wav"),
-        "image": ("face.jpg", image, "image/jpeg"),
-    }
-    files.update(extra)
-    return files
-
-
 # --- realtime -----------------------------------------------------------------------------------
-class FakeClock:
-    """An injected clock for sessions and the reaper: moves only when told."""
-
-    def __init__(self) -> None:
-        from datetime import UTC, datetime
-
-        self.now = datetime(2026, 4, 1, 1, 30, 0, tzinfo=UTC)
-
-    def __call__(self) -> Any:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        from datetime import timedelta
-
-        self.now += timedelta(seconds=seconds)
-
-
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()

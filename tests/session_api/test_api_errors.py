@@ -10,7 +10,7 @@ import pytest
 
 from session_api.auth import revoke_key
 
-from .conftest import Api, auth, no_face_png, upload
+from .api_support import Api, auth, no_face_png, upload
 
 
 def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from session_api.config import Settings
 from session_api.jobs.queue import NewJob
 from session_api.jobs.worker import ResultCleaner
 
-from .conftest import auth
+from .api_support import auth
 
 
 def atlas(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

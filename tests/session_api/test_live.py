@@ -10,7 +10,6 @@ import signal
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,8 @@ import av
 import pytest
 import requests
 
-from tests.processes import ATLAS, Procs, wait_until
-
-from .conftest import FACE, SPEECH, free_port
+from tests.paths import FACE, SPEECH
+from tests.processes import ATLAS, Procs, free_port, wait_until
 
 SPEECH_SECONDS = 7.72
 
@@ -53,15 +51,6 @@ def atlas(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*ATLAS, *args], env=env, capture_output=True, text=True, timeout=120, check=True
     )
-
-
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
-    owner = Procs(tmp_path)
-    try:
-        yield owner
-    finally:
-        owner.stop_all()
 
 
 def serve(procs: Procs, env: dict[str, str], *extra: str) -> str:

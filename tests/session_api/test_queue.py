@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +19,7 @@ from session_api.jobs.queue import JobQueue, NewJob, new_job_id
 from session_api.jobs.worker import JobWorker
 from session_api.storage import LocalStorage, UrlSigner
 from session_api.webhooks import failed_body
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 3, 25, 16, 47, 7, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+from tests.fake_clock import FakeClock
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -99,7 +88,7 @@ async def test_four_workers_process_each_of_100_jobs_exactly_once(
 
 
 async def test_expired_lease_is_retried_then_fails_after_three_attempts(db: Database) -> None:
-    clock = Clock()
+    clock = FakeClock()
     queue = JobQueue(db=db, lease_s=30, max_attempts=3, clock=clock, failed_webhook=failed_body)
     key = await create_key(db, name="q")
     [job_id] = await add_jobs(queue, key.id, 1, callback="https://example.com/hook")
@@ -126,7 +115,7 @@ async def test_expired_lease_is_retried_then_fails_after_three_attempts(db: Data
 
 
 async def test_lost_lease_cannot_heartbeat_or_complete(db: Database) -> None:
-    clock = Clock()
+    clock = FakeClock()
     queue = JobQueue(db=db, lease_s=5, clock=clock)
     key = await create_key(db, name="q")
     [job_id] = await add_jobs(queue, key.id, 1)
@@ -142,7 +131,7 @@ async def test_lost_lease_cannot_heartbeat_or_complete(db: Database) -> None:
 
 
 async def test_queue_position_counts_pending_jobs_ahead(db: Database) -> None:
-    clock = Clock()
+    clock = FakeClock()
     queue = JobQueue(db=db, clock=clock)
     key = await create_key(db, name="q")
     ids = []

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from .conftest import auth
+from .api_support import auth
 
 
 async def test_two_instances_admit_exactly_30_of_40(

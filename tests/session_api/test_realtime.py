@@ -18,9 +18,10 @@ from livekit import api
 
 from session_api.config import Settings
 from session_api.realtime import estimated_cost, pricing_text
+from tests.fake_clock import FakeClock
 from tests.fakes.livekit_server import FakeLiveKit
 
-from .conftest import Api, FakeClock, auth, no_face_png
+from .api_support import Api, auth, no_face_png
 from .test_api_errors import assert_error
 
 SESSION_ID = re.compile(r"^ses_[A-Za-z0-9_-]{24,}$")
@@ -376,7 +377,7 @@ async def test_room_finished_webhook_ends_the_session_at_livekits_time(
     key = await api_rt.new_key()
     body = await create(api_rt, key.key, face_bytes)
     sid, room = body["session_id"], body["room"]
-    finished_at = clock.now + timedelta(seconds=95)
+    finished_at = clock() + timedelta(seconds=95)
     clock.advance(400)  # the webhook arrives late; LiveKit's time is what counts
     event = api.WebhookEvent(
         event="room_finished",

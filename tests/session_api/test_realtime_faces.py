@@ -17,9 +17,10 @@ import trustme
 from session_api.config import Settings
 from session_api.errors import InvalidFaceUrl
 from session_api.faces import FaceFetcher
+from tests.fake_clock import FakeClock
 from tests.fakes.livekit_server import FakeLiveKit
 
-from .conftest import Api, FakeClock, auth
+from .api_support import Api, auth
 from .test_api_errors import assert_error
 
 

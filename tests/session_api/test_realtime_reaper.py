@@ -19,9 +19,10 @@ from session_api.livekit import LiveKit
 from session_api.realtime import RealtimeService
 from session_api.reaper import Reaper
 from session_api.storage import create_storage
+from tests.fake_clock import FakeClock
 from tests.fakes.livekit_server import FakeLiveKit
 
-from .conftest import Api, FakeClock, auth
+from .api_support import Api, auth
 
 
 async def create(api_: Api, key: str, face: bytes, **fields: str) -> str:
@@ -149,8 +150,8 @@ async def test_failed_room_delete_is_retried_and_a_stalled_create_is_failed(
             price_cents_per_hour=600,
             face_version=1,
             face_keys="[]",
-            created_at=clock.now,
-            expires_at=clock.now + timedelta(seconds=60),
+            created_at=clock(),
+            expires_at=clock() + timedelta(seconds=60),
         )
         async with api_.services.db.write() as session:
             session.add(stalled)
@@ -195,7 +196,7 @@ async def test_two_reapers_on_postgres_never_double_end(
             race = ids[-1]
             stores = [api_.services.realtime.store, other.store] * 4  # type: ignore[union-attr]
             winners = await asyncio.gather(
-                *(s.end_once(race, at=clock.now, reason="deleted", now=clock.now) for s in stores)
+                *(s.end_once(race, at=clock(), reason="deleted", now=clock()) for s in stores)
             )
             assert sum(w is not None for w in winners) == 1
             reapers = [reaper_of(api_), Reaper(service=other, interval_s=3600)]

@@ -8,7 +8,7 @@ import json
 import ssl
 import threading
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,9 @@ from session_api.db.models import WebhookDelivery
 from session_api.db.session import Database
 from session_api.jobs.queue import JobQueue, NewJob
 from session_api.webhooks import WebhookSender, completed_body, failed_body
+from tests.fake_clock import FakeClock
+
+SPEC_EXAMPLE_TIME = datetime(2026, 3, 31, 16, 47, 7, tzinfo=UTC)  # the spec's payload times
 
 
 def verify_atlas_webhook(body: bytes, signature: str, timestamp: str, secret: str) -> bool:
@@ -80,17 +83,6 @@ def receiver(tmp_path: Path) -> Iterator[Receiver]:
         r.close()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 3, 31, 16, 47, 7, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
     database = Database(url=f"sqlite+aiosqlite:///{tmp_path / 'hooks.db'}")
@@ -102,7 +94,7 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
 
 
 async def finished_job(
-    db: Database, clock: Clock, callback: str, *, fail: bool = False
+    db: Database, clock: FakeClock, callback: str, *, fail: bool = False
 ) -> tuple[str, str]:
     """A job run through the queue to the end; returns (job_id, webhook secret)."""
     key = await create_key(db, name="hooks")
@@ -136,7 +128,7 @@ async def finished_job(
     return "a1b2c3d4e5f6", key.webhook_secret
 
 
-def sender(db: Database, clock: Clock, receiver: Receiver, **kwargs: Any) -> WebhookSender:
+def sender(db: Database, clock: FakeClock, receiver: Receiver, **kwargs: Any) -> WebhookSender:
     return WebhookSender(
         db=db,
         clock=clock,
@@ -152,7 +144,7 @@ async def deliveries(db: Database) -> list[WebhookDelivery]:
 
 
 async def test_completed_payload_and_signature(db: Database, receiver: Receiver) -> None:
-    clock = Clock()
+    clock = FakeClock(start=SPEC_EXAMPLE_TIME)
     url = f"https://localhost:{receiver.port}/webhook/atlas"
     job_id, secret = await finished_job(db, clock, url)
     s = sender(db, clock, receiver)
@@ -162,7 +154,7 @@ async def test_completed_payload_and_signature(db: Database, receiver: Receiver)
         await s.aclose()
     [(path, headers, body)] = receiver.requests
     assert path == "/webhook/atlas"
-    assert headers["X-Atlas-Timestamp"] == str(int(clock.now.timestamp()))
+    assert headers["X-Atlas-Timestamp"] == str(int(clock().timestamp()))
     assert verify_atlas_webhook(
         body, headers["X-Atlas-Signature"], headers["X-Atlas-Timestamp"], secret
     )
@@ -185,7 +177,7 @@ async def test_completed_payload_and_signature(db: Database, receiver: Receiver)
 
 
 async def test_failed_payload(db: Database, receiver: Receiver) -> None:
-    clock = Clock()
+    clock = FakeClock(start=SPEC_EXAMPLE_TIME)
     job_id, _ = await finished_job(db, clock, f"https://localhost:{receiver.port}/h", fail=True)
     s = sender(db, clock, receiver)
     try:
@@ -206,7 +198,7 @@ async def test_failed_payload(db: Database, receiver: Receiver) -> None:
 async def test_retries_after_5_30_120_seconds_then_gives_up(
     db: Database, receiver: Receiver
 ) -> None:
-    clock = Clock()
+    clock = FakeClock(start=SPEC_EXAMPLE_TIME)
     await finished_job(db, clock, f"https://localhost:{receiver.port}/h")
     receiver.responses = [(500, {})] * 4
     s = sender(db, clock, receiver)
@@ -214,7 +206,7 @@ async def test_retries_after_5_30_120_seconds_then_gives_up(
         attempts_at = []
         for _ in range(200):  # 1 s steps over 200 s of injected time
             if await s.deliver_due():
-                attempts_at.append(clock.now)
+                attempts_at.append(clock())
             clock.advance(1)
     finally:
         await s.aclose()
@@ -227,7 +219,7 @@ async def test_retries_after_5_30_120_seconds_then_gives_up(
 async def test_pending_delivery_survives_a_restart(
     db: Database, receiver: Receiver, tmp_path: Path
 ) -> None:
-    clock = Clock()
+    clock = FakeClock(start=SPEC_EXAMPLE_TIME)
     await finished_job(db, clock, f"https://localhost:{receiver.port}/h")
     receiver.responses = [(503, {})]
     first = sender(db, clock, receiver)
@@ -249,7 +241,7 @@ async def test_pending_delivery_survives_a_restart(
 
 
 async def test_ssrf_refusals(db: Database, receiver: Receiver) -> None:
-    clock = Clock()
+    clock = FakeClock(start=SPEC_EXAMPLE_TIME)
 
     async def resolver(host: str, port: int) -> list[str]:
         return {"internal.example": ["10.1.2.3"], "mixed.example": ["93.184.216.34", "127.0.0.1"]}[
@@ -277,7 +269,7 @@ async def test_ssrf_refusals(db: Database, receiver: Receiver) -> None:
 async def test_redirect_to_a_refused_address_is_not_followed(
     db: Database, receiver: Receiver
 ) -> None:
-    clock = Clock()
+    clock = FakeClock(start=SPEC_EXAMPLE_TIME)
     await finished_job(db, clock, f"https://localhost:{receiver.port}/h")
     receiver.responses = [(307, {"Location": "https://169.254.169.254/latest/meta-data"})]
     s = sender(db, clock, receiver)
@@ -291,7 +283,7 @@ async def test_redirect_to_a_refused_address_is_not_followed(
 
 
 async def test_redirect_to_an_allowed_address_is_followed(db: Database, receiver: Receiver) -> None:
-    clock = Clock()
+    clock = FakeClock(start=SPEC_EXAMPLE_TIME)
     await finished_job(db, clock, f"https://localhost:{receiver.port}/h")
     receiver.responses = [(308, {"Location": "/moved"}), (204, {})]
     s = sender(db, clock, receiver)

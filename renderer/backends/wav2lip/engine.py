@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from renderer.batching import BatchLoop, BatchPolicy
+from renderer.backends.wav2lip.batching import BatchLoop, BatchPolicy
 from renderer.errors import ModelError
 from renderer.onnx import GPU_PROVIDERS, PREFERRED_PROVIDERS
 

@@ -5,8 +5,8 @@ in BGR / 255 with its lower half zeroed, then the whole crop as the reference) a
 paste mask over the mouth and jaw. The photo never moves under the backend (idle motion is
 applied after paste-back), so the box is constant: the most stable box there is.
 
-Per speech frame: the frame's mel window (renderer.mel, exactly Wav2Lip's), one inference
-through the process's shared engine (batched with every other stream's frames), then the
+Per speech frame: the frame's mel window (the mel module beside this one, exactly Wav2Lip's), one
+inference through the process's shared engine (batched with every other stream's frames), then the
 generated crop is resized to the box, colour-matched to the photo around the mouth and blended
 in through the mask. Pixels where the mask is 0 are the photo's, exactly. Idle frames (no
 speech) are the photo itself, as in the warp backend.
@@ -24,6 +24,13 @@ import soxr
 
 from renderer.audio import MouthShape
 from renderer.backends.base import AudioSpan, FrameAudio, PreparedFace
+from renderer.backends.wav2lip.engine import (
+    NeuralSettings,
+    Wav2LipEngine,
+    acquire_engine,
+    release_engine,
+)
+from renderer.backends.wav2lip.mel import HALF, HOP, MEL_RATE, WINDOW_REACH, frame_mel
 from renderer.errors import ModelError
 from renderer.face import FaceAsset
 from renderer.landmarks import (
@@ -34,8 +41,6 @@ from renderer.landmarks import (
     OUTER_LOWER,
     OUTER_UPPER,
 )
-from renderer.mel import HALF, HOP, MEL_RATE, WINDOW_REACH, frame_mel
-from renderer.neural import NeuralSettings, Wav2LipEngine, acquire_engine, release_engine
 from renderer.options import RendererOptions
 
 NOSE_BOTTOM, CHIN = 2, 152  # MediaPipe FaceMesh indices

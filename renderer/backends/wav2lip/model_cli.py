@@ -1,9 +1,10 @@
 """`atlas model convert`: a Wav2Lip PyTorch checkpoint -> a Wav2Lip-contract ONNX file.
 
 Needs the torch extra (`pip install 'atlas-avatars[torch]'`), only to read the checkpoint: the
-graph itself is built by renderer.wav2lip_graph, with a dynamic batch dimension. DataParallel
-`module.` prefixes are stripped. `--fp16` stores half-precision weights (inputs and output stay
-float32). Use only weights you are licensed to use: Wav2Lip's official ones are non-commercial.
+graph itself is built by renderer.backends.wav2lip.graph, with a dynamic batch dimension.
+DataParallel `module.` prefixes are stripped. `--fp16` stores half-precision weights (inputs and
+output stay float32). Use only weights you are licensed to use: Wav2Lip's official ones are
+non-commercial.
 """
 
 from __future__ import annotations
@@ -63,8 +64,8 @@ def load_state_dict(checkpoint: Path) -> dict[str, Any]:
 
 
 def convert(checkpoint: Path, output: Path, *, fp16: bool = False) -> None:
-    from renderer.neural import session_contract
-    from renderer.wav2lip_graph import build_wav2lip_onnx, checkpoint_weights
+    from renderer.backends.wav2lip.engine import session_contract
+    from renderer.backends.wav2lip.graph import build_wav2lip_onnx, checkpoint_weights
 
     weights = checkpoint_weights(load_state_dict(checkpoint))
     model = build_wav2lip_onnx(weights, fp16=fp16)
