@@ -2,7 +2,6 @@
 
 from tests.session_api.conftest import (  # noqa: F401 (pytest fixtures)
     clock,
-    face_bytes,
     livekit,
     make_settings,
     open_api,

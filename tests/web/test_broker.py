@@ -17,7 +17,7 @@ import pytest
 from session_api.auth import authenticate
 from session_api.config import Settings
 from session_api.demo import KEY_FILE
-from tests.session_api.conftest import Api
+from tests.session_api.api_support import Api
 
 
 @pytest.fixture
