@@ -190,6 +190,16 @@ def test_passthrough_plays_speech_then_face_swap_then_end_shows_cost(
     assert kept == {"count": 1, "mark": "before-swap", "reloads": 0}
     browser.screenshot(OUT / "05-after-face-swap.png")
 
+    # publishAudio mutes a live mic while it plays and turns it back on after
+    mute_title = "() => document.querySelector('[data-testid=mute]').title"
+    browser.click("[data-testid=mute]")
+    browser.wait_for(f"() => ({mute_title})() === 'Mute'")
+    browser.click("[data-testid=play-sample]")
+    browser.wait_for("() => !!document.querySelector('[data-testid=playing]')")
+    assert browser.eval(mute_title) == "Unmute"
+    browser.wait_for("() => !document.querySelector('[data-testid=playing]')", timeout_s=60)
+    browser.wait_for(f"() => ({mute_title})() === 'Mute'")
+
     browser.click("[data-testid=end]")
     cost = browser.wait_for(
         "() => document.querySelector('[data-testid=cost]')?.textContent", timeout_s=30
