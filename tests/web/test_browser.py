@@ -191,14 +191,14 @@ def test_passthrough_plays_speech_then_face_swap_then_end_shows_cost(
     browser.screenshot(OUT / "05-after-face-swap.png")
 
     # publishAudio mutes a live mic while it plays and turns it back on after
-    mute_title = "() => document.querySelector('[data-testid=mute]').title"
+    mute_title = "document.querySelector('[data-testid=mute]').title"
+    playing = "!!document.querySelector('[data-testid=playing]')"
+    browser.wait_for(f"() => !{playing}", timeout_s=60)  # the first sample has finished
     browser.click("[data-testid=mute]")
-    browser.wait_for(f"() => ({mute_title})() === 'Mute'")
+    browser.wait_for(f"() => {mute_title} === 'Mute'")
     browser.click("[data-testid=play-sample]")
-    browser.wait_for("() => !!document.querySelector('[data-testid=playing]')")
-    assert browser.eval(mute_title) == "Unmute"
-    browser.wait_for("() => !document.querySelector('[data-testid=playing]')", timeout_s=60)
-    browser.wait_for(f"() => ({mute_title})() === 'Mute'")
+    browser.wait_for(f"() => {playing} && {mute_title} === 'Unmute'")
+    browser.wait_for(f"() => !{playing} && {mute_title} === 'Mute'", timeout_s=60)
 
     browser.click("[data-testid=end]")
     cost = browser.wait_for(
