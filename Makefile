@@ -18,12 +18,18 @@ install: $(STAMP)
 tools:
 	bash scripts/tools.sh kustomize >/dev/null || [ "$$CI" != true ]
 
+# The demo page at /demo is built on first use when Node.js is there (scripts/web.sh).
 run: install
+	bash scripts/web.sh ensure
 	$(VENV)/bin/atlas serve --host 127.0.0.1 --port 8000
 
-# The realtime stack: livekit-server, `atlas serve`, `atlas agent dev`; prints URLs and a key.
+# The realtime stack: livekit-server, `atlas serve` (with the /demo page), `atlas agent dev`;
+# prints the URLs and a key.
 dev: install
 	VENV=$(VENV) bash scripts/dev.sh
+
+web:
+	bash scripts/web.sh build
 
 render-sample: install
 	$(VENV)/bin/atlas render --audio tests/fixtures/speech.wav --image tests/fixtures/face.jpg \
@@ -31,6 +37,7 @@ render-sample: install
 
 # PostgreSQL, Redis and livekit-server are installed (apt, Go) and started for the run.
 test: install tools
+	bash scripts/web.sh prepare
 	bash scripts/services.sh run $(VENV)/bin/pytest -q
 
 lint: install
@@ -49,4 +56,5 @@ fixtures: install
 	$(PY) scripts/make_fixtures.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis out build dist *.egg-info
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis out build dist *.egg-info \
+		web/node_modules web/dist

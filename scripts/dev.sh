@@ -24,6 +24,8 @@ stop() {
 }
 trap stop EXIT INT TERM
 
+# the demo page: built once when Node.js is there; the API serves without it otherwise
+bash "$ROOT/scripts/web.sh" ensure || echo "dev: no demo page (Node.js >= 20 builds it)" >&2
 LIVEKIT="$(bash "$ROOT/scripts/livekit.sh")"
 export LIVEKIT_API_KEY="dev_$(python3 -c 'import secrets; print(secrets.token_hex(4))')"
 export LIVEKIT_API_SECRET="$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"

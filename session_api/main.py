@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from session_api.clock import Clock, utcnow
 from session_api.config import Settings, get_settings
 from session_api.datadir import open_data_dir
+from session_api.demo import install_demo
 from session_api.errors import install_error_handlers
 from session_api.jobs.worker import RenderFn
 from session_api.metrics import Metrics, MetricsMiddleware
@@ -71,4 +72,5 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(files.router)
     app.include_router(realtime.router)
+    install_demo(app)  # /demo, and its session broker with ATLAS_DEMO=1
     return app

@@ -1,0 +1,155 @@
+"""A Chromium page driven through tests/web/js/driver.mjs (playwright-core, /usr/bin/chromium)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.livekit_server import in_ci
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+CHROMIUM = "/usr/bin/chromium"
+
+# Reads the avatar video through a canvas on every presented frame: the media-clock frame rate
+# and, per frame, the mean absolute change of the mouth region (lower middle of the frame).
+MEASURE_JS = """
+async ({ seconds, selector }) => {
+  const v = document.querySelector(selector);
+  const W = 64, H = 48;
+  const c = document.createElement("canvas");
+  c.width = W; c.height = H;
+  const ctx = c.getContext("2d", { willReadFrequently: true });
+  const diffs = [], media = [];
+  let prev = null;
+  const t0 = performance.now();
+  const q0 = v.getVideoPlaybackQuality(), c0 = v.currentTime;
+  await new Promise((resolve) => {
+    const step = (now, meta) => {
+      media.push(meta.mediaTime);
+      const vw = v.videoWidth, vh = v.videoHeight;
+      ctx.drawImage(v, vw * 0.25, vh * 0.45, vw * 0.5, vh * 0.45, 0, 0, W, H);
+      const d = ctx.getImageData(0, 0, W, H).data;
+      const g = new Float32Array(W * H);
+      for (let i = 0; i < W * H; i++) g[i] = (d[4 * i] + d[4 * i + 1] + d[4 * i + 2]) / 3;
+      if (prev) {
+        let s = 0;
+        for (let i = 0; i < W * H; i++) s += Math.abs(g[i] - prev[i]);
+        diffs.push(s / (W * H));
+      }
+      prev = g;
+      if (now - t0 < seconds * 1000) v.requestVideoFrameCallback(step); else resolve();
+    };
+    v.requestVideoFrameCallback(step);
+  });
+  const span = media[media.length - 1] - media[0];
+  const q1 = v.getVideoPlaybackQuality(), c1 = v.currentTime;
+  return { frames: media.length, media_fps: (media.length - 1) / span, diffs,
+           decoded_fps: (q1.totalVideoFrames - q0.totalVideoFrames) / (c1 - c0),
+           dropped: q1.droppedVideoFrames - q0.droppedVideoFrames,
+           width: v.videoWidth, height: v.videoHeight };
+}
+"""
+
+
+def need_browser() -> None:
+    """Fail in CI (browser tests must run there), skip elsewhere, when a piece is missing."""
+    missing = [
+        what
+        for what, ok in (
+            ("/usr/bin/chromium (scripts/web.sh chromium)", os.access(CHROMIUM, os.X_OK)),
+            ("node", shutil.which("node") is not None),
+            (
+                "web/node_modules (scripts/web.sh build)",
+                (ROOT / "web" / "node_modules" / "playwright-core").is_dir(),
+            ),
+            ("web/dist/demo (scripts/web.sh build)", (ROOT / "web/dist/demo/index.html").is_file()),
+        )
+        if not ok
+    ]
+    if missing:
+        reason = "browser tests need " + ", ".join(missing)
+        if in_ci():
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+
+
+class Browser:
+    def __init__(self, *, fake_mic_wav: Path | None = None) -> None:
+        env = {**os.environ}
+        if fake_mic_wav is not None:
+            env["ATLAS_FAKE_MIC_WAV"] = str(fake_mic_wav)
+        self._proc = subprocess.Popen(
+            ["node", str(HERE / "js" / "driver.mjs")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def call(self, op: str, **args: Any) -> Any:
+        with self._lock:
+            self._next += 1
+            assert self._proc.stdin is not None and self._proc.stdout is not None
+            self._proc.stdin.write(json.dumps({"id": self._next, "op": op, **args}) + "\n")
+            self._proc.stdin.flush()
+            line = self._proc.stdout.readline()
+        if not line:
+            err = self._proc.stderr.read() if self._proc.stderr else ""
+            raise AssertionError(f"the browser driver exited: {err[-3000:]}")
+        answer = json.loads(line)
+        if not answer["ok"]:
+            raise AssertionError(f"{op} failed: {answer['error']}\nconsole: {self.logs()}")
+        return answer["result"]
+
+    def logs(self) -> list[str]:
+        try:
+            with self._lock:
+                assert self._proc.stdin is not None and self._proc.stdout is not None
+                self._proc.stdin.write(json.dumps({"id": 0, "op": "logs"}) + "\n")
+                self._proc.stdin.flush()
+                result: list[str] = json.loads(self._proc.stdout.readline())["result"]
+                return result[-60:]
+        except Exception:
+            return []
+
+    def open(self, url: str) -> None:
+        self.call("open", url=url)
+
+    def eval(self, js: str, arg: Any = None) -> Any:
+        return self.call("eval", js=js, arg=arg)
+
+    def wait_for(self, js: str, arg: Any = None, *, timeout_s: float = 90) -> Any:
+        return self.call("waitFor", js=js, arg=arg, timeoutMs=int(timeout_s * 1000))
+
+    def click(self, selector: str) -> None:
+        self.call("click", selector=selector)
+
+    def screenshot(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.call("screenshot", path=str(path))
+
+    def measure(self, seconds: float, selector: str = "video[data-atlas-avatar]") -> Any:
+        return self.eval(MEASURE_JS, {"seconds": seconds, "selector": selector})
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            try:
+                self.call("close")
+            except Exception:
+                pass
+            try:
+                self._proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()

@@ -1,0 +1,311 @@
+"""The demo page and the spec's browser code in real Chromium against the real stack:
+livekit-server, `atlas serve` (demo broker on) and `atlas agent start`, all on loopback.
+
+Screenshots of each state go to tests/web/out/ (ignored by git).
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import ssl
+import statistics
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.livekit_server import LiveKitServer
+
+from .browser import Browser, need_browser
+from .stack import Stack
+
+HERE = Path(__file__).resolve().parent
+FIXTURES = HERE.parent / "fixtures"
+OUT = HERE / "out"
+# real processes on a shared 2-core machine: generous hang guards, not speed limits
+pytestmark = pytest.mark.timeout(900)
+VIDEO = "video[data-atlas-avatar]"
+# floors that only a stalled stream misses, whatever this shared machine's load
+MIN_DECODED_FPS = 5.0
+MIN_FRAMES = 4  # frames read back (a starved headless page presents few of those it decodes)
+AVATAR_PLAYING = """
+(sel) => { const v = document.querySelector(sel);
+  return !!v && v.videoWidth > 0 && v.readyState >= 2 && !v.paused; }
+"""
+THUMB = """
+(sel) => { const v = document.querySelector(sel); const c = document.createElement("canvas");
+  c.width = 16; c.height = 16; const x = c.getContext("2d");
+  x.drawImage(v, 0, 0, 16, 16); return Array.from(x.getImageData(0, 0, 16, 16).data); }
+"""
+
+
+class FaceHost:
+    """An HTTPS server on loopback serving the face photo (for face_url), with its own CA."""
+
+    def __init__(self, tmp: Path) -> None:
+        import trustme
+
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1")
+        self.ca_file = tmp / "ca.pem"
+        ca.cert_pem.write_to_path(str(self.ca_file))
+        face = (FIXTURES / "face.jpg").read_bytes()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", str(len(face)))
+                self.end_headers()
+                self.wfile.write(face)
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        cert.configure_cert(context)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.server.server_address[1]}/face.jpg"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def face_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaceHost]:
+    host = FaceHost(tmp_path_factory.mktemp("facehost"))
+    yield host
+    host.close()
+
+
+@pytest.fixture(scope="module")
+def stack(
+    livekit_server: LiveKitServer, face_host: FaceHost, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    need_browser()
+    extra = {
+        "ATLAS_REALTIME_FACE_CA_FILE": str(face_host.ca_file),
+        "ATLAS_REALTIME_FACE_ALLOW_NETWORKS": json.dumps(["127.0.0.0/8"]),
+    }
+    stack = Stack(tmp_path_factory.mktemp("webstack"), livekit_server, extra)
+    try:
+        stack.start_api()
+        stack.start_worker()
+        yield stack
+    finally:
+        stack.close()
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    need_browser()
+    b = Browser(fake_mic_wav=FIXTURES / "speech.wav")
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+def wait_avatar(stack: Stack, browser: Browser, selector: str = VIDEO) -> None:
+    """The avatar's video plays in `selector` (the agent's log in the failure if not)."""
+    try:
+        browser.wait_for(AVATAR_PLAYING, selector, timeout_s=150)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{stack.tails()}") from None
+
+
+def _mean_abs(a: list[int], b: list[int]) -> float:
+    return sum(abs(x - y) for x, y in zip(a, b, strict=True)) / len(a)
+
+
+def test_passthrough_plays_speech_then_face_swap_then_end_shows_cost(
+    stack: Stack, browser: Browser
+) -> None:
+    browser.open(f"{stack.base_url}/demo")
+    browser.screenshot(OUT / "01-start.png")
+    browser.click("[data-face=grace]")
+    browser.click("[data-mode=passthrough]")
+    browser.click("[data-testid=start]")
+    wait_avatar(stack, browser)
+    # the demo turns the fake mic on; mute it so silence is silence
+    browser.click("[data-testid=mute]")
+    browser.wait_for("() => document.querySelector('[data-testid=mute]').title === 'Unmute'")
+    browser.screenshot(OUT / "02-passthrough-live.png")
+
+    silence = browser.measure(3.0)
+    browser.click("[data-testid=play-sample]")
+    browser.wait_for("() => !!document.querySelector('[data-testid=playing]')")
+    speech = browser.measure(5.0)
+    browser.screenshot(OUT / "03-passthrough-speaking.png")
+
+    keys = ("media_fps", "decoded_fps", "dropped", "frames", "width", "height")
+    summary = {k: (silence[k], speech[k]) for k in keys}
+    print("fps (silence, speech):", summary)
+    # The frame rate is recorded, not asserted: it is the sender's CPU speed (this machine is
+    # shared). On an idle 2-core machine it measures 20.0 decoded frames per media second, the
+    # cap of the SDK's default encoding for a 512x512 track (livekit-agents' AvatarRunner
+    # publishes with it; follow-up in agent/: publish with max_framerate = fps). Asserted: the
+    # video flows, with enough frames in each window to compare mouths.
+    (OUT / "passthrough-fps.json").write_text(json.dumps(summary, indent=1))
+    for window in (silence, speech):
+        assert window["decoded_fps"] >= MIN_DECODED_FPS, summary  # a stalled stream decodes 0
+        assert window["frames"] >= MIN_FRAMES, summary
+    still = statistics.median(silence["diffs"])
+    moving = sorted(speech["diffs"])[int(0.9 * len(speech["diffs"]))]
+    assert still < 1.0, f"the mouth moves in silence: {silence['diffs']}"
+    assert moving > max(4 * still, 1.5), f"speech {moving:.2f} vs silence {still:.2f}"
+
+    # face swap: the picture changes, the <video> element stays and never reloads
+    browser.eval(
+        """(sel) => { const v = document.querySelector(sel); v.dataset.mark = "before-swap";
+        window.__reloads = 0; for (const e of ["emptied", "loadstart", "abort"])
+          v.addEventListener(e, () => window.__reloads++); }""",
+        VIDEO,
+    )
+    before = browser.eval(THUMB, VIDEO)
+    browser.click("[data-testid=swap-open]")
+    browser.screenshot(OUT / "04-face-swap-picker.png")
+    browser.click("[role=dialog] [data-face=grace-warm]")
+    browser.wait_for(
+        """(arg) => { const v = document.querySelector(arg.sel);
+        const c = document.createElement("canvas"); c.width = 16; c.height = 16;
+        const x = c.getContext("2d"); x.drawImage(v, 0, 0, 16, 16);
+        const d = x.getImageData(0, 0, 16, 16).data; let s = 0;
+        for (let i = 0; i < d.length; i++) s += Math.abs(d[i] - arg.before[i]);
+        return s / d.length > 12; }""",
+        {"sel": VIDEO, "before": before},
+        timeout_s=60,
+    )
+    after = browser.eval(THUMB, VIDEO)
+    assert _mean_abs(before, after) > 12
+    kept = browser.eval(
+        """(sel) => ({ count: document.querySelectorAll(sel).length,
+        mark: document.querySelector(sel).dataset.mark, reloads: window.__reloads })""",
+        VIDEO,
+    )
+    assert kept == {"count": 1, "mark": "before-swap", "reloads": 0}
+    browser.screenshot(OUT / "05-after-face-swap.png")
+
+    # publishAudio mutes a live mic while it plays and turns it back on after
+    mute_title = "document.querySelector('[data-testid=mute]').title"
+    playing = "!!document.querySelector('[data-testid=playing]')"
+    browser.wait_for(f"() => !{playing}", timeout_s=60)  # the first sample has finished
+    browser.click("[data-testid=mute]")
+    browser.wait_for(f"() => {mute_title} === 'Mute'")
+    browser.click("[data-testid=play-sample]")
+    browser.wait_for(f"() => {playing} && {mute_title} === 'Unmute'")
+    browser.wait_for(f"() => !{playing} && {mute_title} === 'Mute'", timeout_s=60)
+
+    browser.click("[data-testid=end]")
+    cost = browser.wait_for(
+        "() => document.querySelector('[data-testid=cost]')?.textContent", timeout_s=30
+    )
+    assert cost.startswith("$")
+    browser.screenshot(OUT / "06-ended.png")
+
+
+def test_the_specs_raw_livekit_client_snippet_runs_against_the_broker(
+    stack: Stack, browser: Browser, face_host: FaceHost
+) -> None:
+    web = HERE.parents[1] / "web" / "node_modules" / "livekit-client" / "dist"
+    base = stack.base_url
+    browser.call(
+        "route",
+        url=f"{base}/snippet/livekit-client.mjs",
+        path=str(web / "livekit-client.esm.mjs"),
+        contentType="text/javascript",
+    )
+    browser.call(
+        "route",
+        url=f"{base}/snippet/spec.js",
+        path=str(HERE / "js" / "spec_snippet.js"),
+        contentType="text/javascript",
+        typescript=True,
+        append="window.__spec = { startRealtimeAvatar };",
+    )
+    page = (
+        '<!doctype html><script type="importmap">{"imports": {"livekit-client": '
+        '"/snippet/livekit-client.mjs"}}</script><div id="avatar-container"></div>'
+        '<script type="module" src="/snippet/spec.js"></script>'
+    )
+    browser.call("route", url=f"{base}/snippet/", body=page, contentType="text/html")
+    browser.open(f"{base}/snippet/")
+    browser.wait_for("() => !!window.__spec")
+    # the spec's usage, with our face URL in place of example.com
+    browser.eval(
+        """async (faceUrl) => {
+        const { room, sessionId } = await window.__spec.startRealtimeAvatar(faceUrl);
+        window.__usage = { room, sessionId }; }""",
+        face_host.url,
+    )
+    wait_avatar(stack, browser, "#avatar-container video")
+    browser.screenshot(OUT / "07-raw-snippet.png")
+    ended = browser.eval(
+        """async () => { const { room, sessionId } = window.__usage;
+        room.localParticipant.publishData(
+          new TextEncoder().encode(JSON.stringify({
+            type: "speak",
+            text: "Hello! How can I help you today?",
+          })),
+          { reliable: true }
+        );
+        room.disconnect();
+        const res = await fetch(`/api/realtime-session/${sessionId}`, { method: "DELETE" });
+        return { status: res.status, body: await res.json() }; }"""
+    )
+    assert ended["status"] == 200 and ended["body"]["status"] == "ended"
+
+
+def test_kiosk_comes_back_after_a_worker_crash_and_waits_out_no_capacity(
+    stack: Stack, browser: Browser
+) -> None:
+    kiosk = f"{stack.base_url}/demo?kiosk=1&face=grace&mode=passthrough"
+    live = "() => document.querySelector('.kiosk')?.dataset.state === 'live'"
+    browser.open(kiosk)
+    wait_avatar(stack, browser)
+    browser.wait_for(live)
+    browser.screenshot(OUT / "08-kiosk-live.png")
+
+    stack.kill_worker()
+    gone = "() => document.querySelector('.kiosk')?.dataset.state !== 'live'"
+    browser.wait_for(gone, timeout_s=60)
+    browser.screenshot(OUT / "09-kiosk-reconnecting.png")
+    stack.start_worker()
+    wait_avatar(stack, browser)
+    browser.wait_for(live)
+
+    # no capacity: a fresh kiosk shows the idle screen, then starts once capacity returns
+    browser.call("closePage")
+    stack.stop_api()
+    stack.start_api(ATLAS_REALTIME_CAPACITY="0")
+    browser.open(kiosk)
+    browser.wait_for("() => document.querySelector('.kiosk')?.dataset.state === 'busy'")
+    browser.wait_for("() => !!document.querySelector('[data-testid=retry-in]')")
+    browser.screenshot(OUT / "10-kiosk-no-capacity.png")
+    stack.stop_api()
+    stack.start_api()
+    wait_avatar(stack, browser)
+    browser.wait_for(live)
+    browser.screenshot(OUT / "11-kiosk-back.png")
+
+
+def test_offline_upload_shows_progress_and_plays_the_mp4(stack: Stack, browser: Browser) -> None:
+    browser.open(f"{stack.base_url}/demo")
+    browser.click("[data-tab=offline]")
+    speech = str(FIXTURES / "speech.wav")
+    browser.call("setFiles", selector="[data-testid=offline-audio]", path=speech)
+    browser.click(".offline [data-face=grace]")
+    browser.click("[data-testid=render]")
+    browser.wait_for("() => !!document.querySelector('[data-testid=job]')")
+    browser.screenshot(OUT / "12-offline-rendering.png")
+    duration = browser.wait_for(
+        """() => { const v = document.querySelector("[data-testid=mp4]");
+        return v && v.readyState >= 2 && v.duration > 0 ? v.duration : null; }""",
+        timeout_s=300,
+    )
+    assert 5 < duration < 10  # the 7 s speech fixture
+    browser.screenshot(OUT / "13-offline-done.png")
