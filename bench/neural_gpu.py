@@ -32,11 +32,13 @@ FPS = 25
 
 
 def _bare_renderer() -> None:
-    """Import renderer.* submodules without renderer/__init__.py (and its heavy imports)."""
-    if "renderer" not in sys.modules:
-        package = types.ModuleType("renderer")
-        package.__path__ = [str(ROOT / "renderer")]
-        sys.modules["renderer"] = package
+    """Import the wav2lip modules without the package __init__ files above them (renderer,
+    renderer.backends), whose imports (PyAV, MediaPipe, soxr) a bare GPU image lacks."""
+    for name in ("renderer", "renderer.backends"):
+        if name not in sys.modules:
+            package = types.ModuleType(name)
+            package.__path__ = [str(ROOT.joinpath(*name.split(".")))]
+            sys.modules[name] = package
     sys.path.insert(0, str(ROOT))
 
 
