@@ -48,7 +48,8 @@ export interface AtlasClient {
   destroy(): Promise<void>;
 }
 
-const INITIAL: AtlasState = {
+/** The state before any session; also the server render of the hook. */
+export const INITIAL_STATE: AtlasState = {
   status: "idle",
   error: null,
   errorCode: null,
@@ -69,7 +70,7 @@ export function createAtlasClient(options: AtlasClientOptions): AtlasClient {
 }
 
 class Client implements AtlasClient {
-  private readonly store = new Store<AtlasState>(INITIAL);
+  private readonly store = new Store<AtlasState>(INITIAL_STATE);
   private readonly media: AvatarMedia;
   private readonly opts: AtlasClientOptions;
   private room: Room | null = null;
@@ -107,7 +108,7 @@ class Client implements AtlasClient {
     if (this.room !== null) await this.teardown("idle", true);
     const generation = ++this.generation;
     this.store.set({
-      ...INITIAL,
+      ...INITIAL_STATE,
       volume: this.store.get().volume,
       status: "connecting",
     });

@@ -7,7 +7,7 @@ import { useCallback, useEffect, useMemo, useRef, useState, useSyncExternalStore
 import type { RefObject } from "react";
 import type { Room } from "livekit-client";
 
-import { createAtlasClient, type AtlasClient } from "../core/client.js";
+import { createAtlasClient, INITIAL_STATE, type AtlasClient } from "../core/client.js";
 import type {
   AtlasState,
   AudioInput,
@@ -51,21 +51,6 @@ export interface AtlasSession {
   retryAfterSeconds: number | null;
 }
 
-const IDLE: AtlasState = {
-  status: "idle",
-  error: null,
-  errorCode: null,
-  retryAfterSeconds: null,
-  sessionId: null,
-  mode: null,
-  messages: [],
-  muted: true,
-  volume: 100,
-  latency: 0,
-  avatarReady: false,
-  audioBlocked: false,
-  room: null,
-};
 
 export function useAtlasSession(options: UseAtlasSessionOptions): AtlasSession {
   // the latest callbacks, read at call time: inline arrow functions need no memoising
@@ -100,7 +85,7 @@ export function useAtlasSession(options: UseAtlasSessionOptions): AtlasSession {
   });
 
   const subscribe = useCallback((cb: () => void) => client.subscribe(cb), [client]);
-  const state = useSyncExternalStore(subscribe, () => client.getState(), () => IDLE);
+  const state = useSyncExternalStore(subscribe, () => client.getState(), () => INITIAL_STATE);
 
   const connect = useCallback(
     async (face?: Blob, faceUrl?: string) => {
