@@ -29,7 +29,7 @@ import numpy as np
 from bench.run import write_section
 from renderer.landmarks import FaceLandmarker
 from tests.e2e import media
-from tests.e2e.stack import Stack, start_stack
+from tests.e2e.stack import Stack, speak_in_every_session, start_stack
 from tests.livekit_server import start_livekit_server, stop
 
 OPEN_ABOVE_REST = 0.08  # inner-lip gap / mouth width above the resting value: "open"
@@ -84,23 +84,9 @@ async def concurrent(stack: Stack, n: int) -> list[tuple[float, float]]:
     """(fps received, late-frame fraction) of each of n concurrent speaking sessions."""
     created = [await stack.create_session(mode="passthrough") for _ in range(n)]
     sessions = [c.json() for c in created if c.status_code == 200]
-    viewers = [media.Viewer(keep_pixels=False) for _ in sessions]
-    speech, rate = media.load_speech()
-    try:
-        for viewer, session in zip(viewers, sessions, strict=True):
-            await viewer.join(session["livekit_url"], session["token"])
-        sources = [(await v.publish_audio())[0] for v in viewers]
-        await asyncio.wait_for(
-            asyncio.gather(*(v.first_video.wait() for v in viewers)), JOIN_LIMIT_S
-        )
-        sent = await asyncio.gather(*(media.play(s, speech, rate) for s in sources))
-    finally:
-        for viewer in viewers:
-            await viewer.leave()
-        for session in sessions:
-            await stack.delete_session(session["session_id"])
+    spoken = await speak_in_every_session(stack, sessions, join_limit_s=JOIN_LIMIT_S)
     out = []
-    for viewer, s in zip(viewers, sent, strict=True):
+    for viewer, s in spoken:
         frames = [f.at for f in viewer.video if f.at >= s.start + 0.5]
         gaps = np.diff(frames)
         fps = (len(frames) - 1) / (frames[-1] - frames[0]) if len(frames) > 1 else 0.0

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import httpx
 from livekit import api
 
+from tests.e2e import media
 from tests.livekit_server import LiveKitServer
 from tests.processes import Procs, free_port, wait_until
 
@@ -251,3 +252,26 @@ def start_stack(
         procs.stop_all()
         raise
     return stack
+
+
+async def speak_in_every_session(
+    stack: Stack, sessions: list[dict[str, Any]], *, join_limit_s: float
+) -> list[tuple[media.Viewer, media.Sent]]:
+    """Join each created session as its client, play the speech fixture into all of them at
+    once, then leave and delete them: each viewer with what was sent to it."""
+    viewers = [media.Viewer(keep_pixels=False) for _ in sessions]
+    speech, rate = media.load_speech()
+    try:
+        for viewer, session in zip(viewers, sessions, strict=True):
+            await viewer.join(session["livekit_url"], session["token"])
+        sources = [(await v.publish_audio())[0] for v in viewers]
+        await asyncio.wait_for(
+            asyncio.gather(*(v.first_video.wait() for v in viewers)), join_limit_s
+        )
+        sent = await asyncio.gather(*(media.play(s, speech, rate) for s in sources))
+    finally:
+        for viewer in viewers:
+            await viewer.leave()
+        for session in sessions:
+            await stack.delete_session(session["session_id"])
+    return list(zip(viewers, sent, strict=True))

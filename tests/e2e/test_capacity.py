@@ -5,7 +5,6 @@ measure the machine (bench/realtime_e2e.py writes them to BENCHMARKS.md)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.e2e import media
-from tests.e2e.stack import Stack, start_stack
+from tests.e2e.stack import Stack, speak_in_every_session, start_stack
 from tests.livekit_server import LiveKitServer
 
 CAPACITY = 4
@@ -50,23 +49,9 @@ async def test_capacity_is_enforced_and_four_sessions_run_at_once(
     assert over.headers.get("retry-after")
 
     sessions = [c.json() for c in created]
-    viewers = [media.Viewer(keep_pixels=False) for _ in sessions]
-    speech, rate = media.load_speech()
-    try:
-        for viewer, session in zip(viewers, sessions, strict=True):
-            await viewer.join(session["livekit_url"], session["token"])
-        sources = [(await v.publish_audio())[0] for v in viewers]
-        await asyncio.wait_for(
-            asyncio.gather(*(v.first_video.wait() for v in viewers)), JOIN_LIMIT_S
-        )
-        sent = await asyncio.gather(*(media.play(s, speech, rate) for s in sources))
-    finally:
-        for viewer in viewers:
-            await viewer.leave()
-        for session in sessions:
-            await stack.delete_session(session["session_id"])
+    spoken = await speak_in_every_session(stack, sessions, join_limit_s=JOIN_LIMIT_S)
     report = []
-    for viewer, out in zip(viewers, sent, strict=True):
+    for viewer, out in spoken:
         frames = [f for f in viewer.video if f.at >= out.start]
         assert len(frames) > media.FPS, "a session's video stalled"
         report.append(f"{media.fps_of(frames):.1f} fps, {late_frames(frames)} late")
