@@ -178,8 +178,11 @@ class LipSyncVideoGenerator(VideoGenerator):
         await self.set_face_asset(face)
 
     async def set_face_asset(self, face: FaceAsset) -> None:
+        # The backend's per-face work runs beside the render thread, which only swaps it in:
+        # done on the render thread, it stalled the video for its whole length.
+        swap = await asyncio.to_thread(self._renderer.prepare_face, face)
         if not self._closed:
-            await self._call(self._renderer.set_face, face)
+            await self._call(self._renderer.apply_face, swap)
 
     async def aclose(self) -> None:
         if self._closed:

@@ -118,6 +118,14 @@ class _Segment:
         )
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class FaceSwap:
+    """A face made ready for StreamRenderer.apply_face()."""
+
+    prepared: PreparedFace
+    eyes: tuple[EyeRegion, ...]
+
+
 @dataclass(slots=True, eq=False)
 class _Fade:
     old: PreparedFace
@@ -222,10 +230,18 @@ class StreamRenderer:
 
     def set_face(self, face: FaceAsset) -> None:
         """Switch faces with a crossfade; the frame clock is untouched."""
-        prepared = self._backend.prepare(face)
+        self.apply_face(self.prepare_face(face))
+
+    def prepare_face(self, face: FaceAsset) -> FaceSwap:
+        """The costly half of a swap (the backend's per-face work). It reads no renderer state,
+        so it may run on another thread while this one keeps rendering frames."""
+        return FaceSwap(prepared=self._backend.prepare(face), eyes=prepare_eyes(face))
+
+    def apply_face(self, swap: FaceSwap) -> None:
+        """The cheap half: start the crossfade to a face prepare_face() made."""
         frames = round(self.options.crossfade_s * self.options.fps)
         old, old_eyes = self._prepared, self._eyes
-        self._prepared, self._eyes = prepared, prepare_eyes(face)
+        self._prepared, self._eyes = swap.prepared, swap.eyes
         self._fade = _Fade(old=old, old_eyes=old_eyes, frames=frames) if frames > 0 else None
 
     # -- output -----------------------------------------------------------------------------

@@ -199,3 +199,34 @@ async def test_face_swap_mid_speech_has_no_gap_and_no_duplicate(
     assert not np.array_equal(
         np.frombuffer(frames[0].data, np.uint8).reshape(new_face.image.shape), new_face.image
     )
+
+
+async def test_frames_keep_coming_while_a_new_face_is_prepared(
+    generator: LipSyncVideoGenerator, options: RendererOptions, mirrored_face_bytes: bytes
+) -> None:
+    """The backend's per-face work must not hold the render thread: with it parked on an
+    event, the generator still yields frames, and the swap lands once it is let go."""
+    backend = generator._renderer._backend  # the real backend, its prepare() parked
+    entered, release = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+    real_prepare = backend.prepare
+
+    def parked_prepare(face: FaceAsset) -> Any:
+        loop.call_soon_threadsafe(entered.set)
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(timeout=120)
+        return real_prepare(face)
+
+    backend.prepare = parked_prepare  # type: ignore[method-assign]
+    it = generator.__aiter__()
+    await take_video(it, 1)
+    swap = asyncio.create_task(generator.set_face(mirrored_face_bytes))
+    await asyncio.wait_for(entered.wait(), timeout=120)
+    # a hang guard only: with prepare() on the render thread no frame would ever come
+    during = videos(await asyncio.wait_for(take_video(it, 10), timeout=120))
+    assert len(during) == 10 and not swap.done()
+    release.set()
+    await asyncio.wait_for(swap, timeout=120)
+    frames = videos(await take_video(it, 15))  # past the crossfade: the new photo at rest
+    new_face = FaceAsset.prepare(mirrored_face_bytes, options=options)
+    last = np.frombuffer(frames[-1].data, np.uint8).reshape(new_face.image.shape)
+    assert np.array_equal(last, new_face.image)
