@@ -12,16 +12,9 @@ from typing import Any
 import pytest
 
 from session_api.auth import KEY_CACHE_TTL_S, KeyCache, revoke_key
+from tests.fake_clock import FakeClock
 
 from .api_support import Api, auth
-
-
-class TickClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -33,9 +26,9 @@ async def api(
 
 
 @pytest.fixture
-def tick(api: Api) -> TickClock:
-    clock = TickClock()
-    api.services.key_cache = KeyCache(clock=clock)
+def tick(api: Api) -> FakeClock:
+    clock = FakeClock()
+    api.services.key_cache = KeyCache(clock=clock.now)
     return clock
 
 
@@ -44,23 +37,23 @@ def test_revocation_bites_within_two_seconds() -> None:
 
 
 async def test_a_revoked_key_stops_working_when_its_cache_entry_expires(
-    api: Api, tick: TickClock
+    api: Api, tick: FakeClock
 ) -> None:
     key = await api.new_key()
     assert (await api.client.get("/v1/me", headers=auth(key.key))).status_code == 200
     assert await revoke_key(api.services.db, key.key_prefix) == 1
 
     # Within the TTL the cached verification still answers (this is what spares the read)...
-    tick.now += KEY_CACHE_TTL_S * 0.9
+    tick.advance(KEY_CACHE_TTL_S * 0.9)
     assert (await api.client.get("/v1/me", headers=auth(key.key))).status_code == 200
     # ...and from the TTL on, the database is read again and the revocation is seen.
-    tick.now += KEY_CACHE_TTL_S * 0.1
+    tick.advance(KEY_CACHE_TTL_S * 0.1)
     response = await api.client.get("/v1/me", headers=auth(key.key))
     assert response.status_code == 403
     assert response.json()["error"] == "forbidden"
 
 
-async def test_cached_polls_do_not_read_the_key_row(api: Api, tick: TickClock) -> None:
+async def test_cached_polls_do_not_read_the_key_row(api: Api, tick: FakeClock) -> None:
     key = await api.new_key()
     reads = 0
     real_read = api.services.db.read
@@ -74,12 +67,12 @@ async def test_cached_polls_do_not_read_the_key_row(api: Api, tick: TickClock) -
     for _ in range(5):
         assert (await api.client.get("/v1/me", headers=auth(key.key))).status_code == 200
     assert reads == 1
-    tick.now += KEY_CACHE_TTL_S
+    tick.advance(KEY_CACHE_TTL_S)
     assert (await api.client.get("/v1/me", headers=auth(key.key))).status_code == 200
     assert reads == 2
 
 
-async def test_unknown_keys_are_never_cached(api: Api, tick: TickClock) -> None:
+async def test_unknown_keys_are_never_cached(api: Api, tick: FakeClock) -> None:
     for _ in range(2):
         response = await api.client.get("/v1/me", headers=auth("sk_live_unknown"))
         assert response.status_code == 403
@@ -88,8 +81,8 @@ async def test_unknown_keys_are_never_cached(api: Api, tick: TickClock) -> None:
 
 
 def test_the_cache_is_bounded() -> None:
-    clock = TickClock()
-    cache = KeyCache(max_entries=2, clock=clock)
+    clock = FakeClock()
+    cache = KeyCache(max_entries=2, clock=clock.now)
     sentinel: Any = object()
     for digest in ("a", "b", "c"):
         cache.put(digest, sentinel)

@@ -17,6 +17,7 @@ import pytest
 from session_api.auth import authenticate
 from session_api.config import Settings
 from session_api.demo import KEY_FILE
+from tests.fake_clock import FakeClock
 from tests.session_api.api_support import Api
 
 
@@ -105,14 +106,17 @@ async def test_json_bodies_and_errors_pass_through(broker_api: Api, face_bytes: 
 
 
 async def test_a_revoked_broker_key_is_replaced(broker_api: Api, face_bytes: bytes) -> None:
-    from session_api.auth import revoke_key
+    from session_api.auth import KEY_CACHE_TTL_S, KeyCache, revoke_key
 
+    clock = FakeClock()  # the API trusts a verified key for a moment; the test moves time past it
+    broker_api.services.key_cache = KeyCache(clock=clock.now)
     client = broker_api.client
     first = await client.post("/api/session", files=face_files(face_bytes))
     await client.delete(f"/api/session/{first.json()['session_id']}")
     key_file = broker_api.services.settings.data_dir / KEY_FILE
     old = key_file.read_text().strip()
-    assert await revoke_key(broker_api.services.db, old) == 1
+    assert await revoke_key(broker_api.services.db, old) == 1  # as `atlas keys revoke` does
+    clock.advance(KEY_CACHE_TTL_S)
     second = await client.post("/api/session", files=face_files(face_bytes))
     assert second.status_code == 200, second.text
     assert key_file.read_text().strip() != old
