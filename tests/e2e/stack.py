@@ -58,6 +58,7 @@ def stack_env(tmp: Path, livekit: LiveKitServer, **extra: str) -> dict[str, str]
             "ATLAS_AGENT_HTTP_HOST": "127.0.0.1",
             "ATLAS_AGENT_HTTP_PORT": "0",  # the machine may run other workers
             "ATLAS_LOG_LEVEL": "INFO",
+            "ATLAS_LOG_FORMAT": "json",  # session_summary() reads the worker's records
             **livekit.env(),
             **extra,
         }
