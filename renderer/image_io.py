@@ -17,6 +17,10 @@ MAX_IMAGE_PIXELS = 50_000_000
 MAX_FULL_DECODE_PIXELS = 4096 * 4096
 # Faces are found and framed on at most this many pixels per side; more adds nothing.
 MAX_WORKING_SIDE = 2048
+# What decode_image and a face check hold at their peak per decoded pixel (measured, Pillow 13:
+# WebP's decoder keeps about three full RGBA copies; PNG and a scaled JPEG about two), and besides.
+_PEAK_BYTES_PER_PIXEL = {"webp": 17, "png": 9, "jpeg": 9}
+_PEAK_FIXED_BYTES = 30 * 1024 * 1024
 # EXIF orientation -> the transpose that makes the photo upright.
 _ORIENTATIONS = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -44,6 +48,26 @@ def sniff_image_format(data: bytes) -> str | None:
                 continue
             return name
     return None
+
+
+def decode_peak_bytes(data: bytes) -> int:
+    """About the most memory decode_image(data) (and a face check) will hold, from the header.
+
+    0 for anything decode_image would refuse before decoding (no header, too many pixels).
+    """
+    fmt = sniff_image_format(data[:16])
+    if fmt is None:
+        return 0
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                _check_size(image.width, image.height, fmt)
+                image.draft("RGB", (MAX_WORKING_SIDE, MAX_WORKING_SIDE))  # JPEG: the scaled size
+                pixels = image.width * image.height
+    except (Image.DecompressionBombError, ImageTooLargeError, OSError, SyntaxError, ValueError):
+        return 0
+    return pixels * _PEAK_BYTES_PER_PIXEL[fmt] + _PEAK_FIXED_BYTES
 
 
 def decode_image(data: bytes) -> np.ndarray:

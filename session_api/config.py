@@ -31,7 +31,7 @@ class Settings(BaseSettings):
 
     # Offline jobs (docs/architecture.md, "Offline jobs: the queue")
     max_upload_bytes: int = 50 * 1024 * 1024
-    # Photos decoded and checked for a face at once per API process (each may take ~150 MB).
+    # 150 MB slots of photo decoding per API process; a big photo takes two (session_api.media).
     image_decode_concurrency: int = Field(default=2, ge=1)
     # An upload whose client sends nothing for this long, or takes longer in all, is dropped.
     upload_idle_timeout_s: float = Field(default=30.0, gt=0)

@@ -145,8 +145,8 @@ class FaceChecker:
     """Format from content, then a face found by the renderer (FaceAsset.prepare in a thread).
 
     A photo already accepted (same SHA-256) is not prepared again: reused faces are the common
-    case and the check costs ~30 ms of CPU. At most `concurrency` photos are decoded at once in
-    the process, counting /v1/generate's (session_api.media.check_image_bounded).
+    case and the check costs ~30 ms of CPU. Decoding shares `concurrency` 150 MB slots in the
+    process with /v1/generate's (session_api.media.check_image_bounded).
     """
 
     def __init__(

@@ -6,14 +6,16 @@ import asyncio
 import ctypes
 import ctypes.util
 import functools
+import math
 import weakref
 from collections.abc import Callable
 from pathlib import Path
 
 from renderer.errors import RendererInputError, UnsupportedMediaError
 from renderer.face import FaceAsset
-from renderer.image_io import sniff_image_format
+from renderer.image_io import decode_peak_bytes, sniff_image_format
 from renderer.options import RendererOptions
+from session_api.slots import Slots
 
 AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "ogg": "audio/ogg", "webm": "audio/webm"}
 IMAGE_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
@@ -72,27 +74,37 @@ def check_audio(path: Path) -> float:
         raise MediaRejected("audio file could not be decoded") from exc
 
 
-# One semaphore per event loop (tests run several): photos decoded at once, whatever the route.
-_decode_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+# A photo check takes one slot per this much of its peak memory (see decode_peak_bytes).
+DECODE_SLOT_BYTES = 150 * 1024 * 1024
+
+# One gate per event loop (tests run several): photos decoded at once, whatever the route.
+_decode_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Slots] = (
     weakref.WeakKeyDictionary()
 )
 
 
 async def check_image_bounded(path: Path, options: RendererOptions, *, slots: int) -> None:
-    """check_image in a thread, at most `slots` at once in this process.
+    """check_image in a thread, within `slots` x 150 MB of decoding at once in this process.
 
-    Each check may take ~150 MB for a moment, so uploads that arrive together wait their
-    turn instead of adding up (the API's memory limit is 1 GiB).
+    A check takes one slot per 150 MB its photo's decode will need (a 4096 px WebP takes two), so
+    uploads that arrive together wait their turn instead of adding up (the API's memory limit is
+    1 GiB). The estimate reads only the header.
     """
     loop = asyncio.get_running_loop()
     gate = _decode_slots.get(loop)
     if gate is None:
-        gate = _decode_slots[loop] = asyncio.Semaphore(max(1, slots))
-    async with gate:
+        gate = _decode_slots[loop] = Slots(max(1, slots))
+    peak = await asyncio.to_thread(_peak_bytes, path)
+    async with gate.hold(math.ceil(peak / DECODE_SLOT_BYTES)):
         try:
             await asyncio.to_thread(check_image, path, options)
         finally:
             await asyncio.to_thread(_release_freed_memory)
+
+
+def _peak_bytes(path: Path) -> int:
+    with path.open("rb") as file:
+        return decode_peak_bytes(file.read())
 
 
 def _release_freed_memory() -> None:
