@@ -10,7 +10,6 @@ import time
 
 import cv2
 import numpy as np
-import pytest
 
 from renderer.landmarks import FaceLandmarker
 from tests.e2e import media
@@ -82,9 +81,4 @@ async def test_face_swap_mid_speech_keeps_the_track_and_the_frames_flowing(stack
         f" (before the swap: {before_gap:.3f} s)"
     )
     assert shown <= NEW_FACE_S, f"the new face showed {shown:.2f} s after the PATCH"
-    if gap > MAX_GAP_S and before_gap <= MAX_GAP_S:
-        # measured 256 and 369 ms here (load average 11-14) against <= 94 ms before the swap:
-        # preparing the new face in the worker competes with the render thread. Open defect,
-        # reported as an expected failure rather than hidden.
-        pytest.xfail(f"known defect: a {gap * 1000:.0f} ms gap between frames at a face swap")
     assert gap <= MAX_GAP_S, f"a {gap * 1000:.0f} ms gap between received frames"
