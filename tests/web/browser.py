@@ -135,6 +135,9 @@ class Browser:
     def click(self, selector: str) -> None:
         self.call("click", selector=selector)
 
+    def fill(self, selector: str, value: str) -> None:
+        self.call("fill", selector=selector, value=value)
+
     def screenshot(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.call("screenshot", path=str(path))

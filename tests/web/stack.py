@@ -75,10 +75,6 @@ class Stack:
             # still frames in silence: any change of the mouth region is lip sync
             "ATLAS_RENDERER_IDLE_MOTION": "false",
             "ATLAS_REALTIME_RETRY_AFTER_S": "2",
-            # The spec's raw snippet creates sessions in the API's default mode, conversation;
-            # no STT/LLM/TTS runs here (and the agent takes no local provider URLs yet), so the
-            # broker fills in passthrough for creates that name no mode.
-            "ATLAS_DEMO_DEFAULT_MODE": "passthrough",
             **extra_env,
         }
         for name in ("ATLAS_DATABASE_URL", "ATLAS_STORAGE_URL", "ATLAS_DEMO_DIR"):

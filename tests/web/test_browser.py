@@ -1,5 +1,6 @@
 """The demo page and the spec's browser code in real Chromium against the real stack:
-livekit-server, `atlas serve` (demo broker on) and `atlas agent start`, all on loopback.
+livekit-server, `atlas serve` (demo broker on) and `atlas agent start`, all on loopback, the
+worker's STT, LLM and TTS being the e2e suite's local OpenAI-compatible server.
 
 Screenshots of each state go to tests/web/out/ (ignored by git).
 """
@@ -11,11 +12,13 @@ import json
 import ssl
 import statistics
 import threading
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.openai_fake import FakeOpenAI
 from tests.livekit_server import LiveKitServer
 
 from .browser import Browser, need_browser
@@ -83,13 +86,27 @@ def face_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaceHost]:
 
 
 @pytest.fixture(scope="module")
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """The e2e suite's local OpenAI-compatible STT/LLM/TTS, for conversation sessions."""
+    server = FakeOpenAI().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
 def stack(
-    livekit_server: LiveKitServer, face_host: FaceHost, tmp_path_factory: pytest.TempPathFactory
+    livekit_server: LiveKitServer,
+    face_host: FaceHost,
+    fake_openai: FakeOpenAI,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     need_browser()
     extra = {
         "ATLAS_REALTIME_FACE_CA_FILE": str(face_host.ca_file),
         "ATLAS_REALTIME_FACE_ALLOW_NETWORKS": json.dumps(["127.0.0.0/8"]),
+        **fake_openai.env(),
+        "ATLAS_STT_PROVIDER": "openai",
+        "ATLAS_TTS_PROVIDER": "openai",
     }
     stack = Stack(tmp_path_factory.mktemp("webstack"), livekit_server, extra)
     try:
@@ -104,6 +121,27 @@ def stack(
 def browser() -> Iterator[Browser]:
     need_browser()
     b = Browser(fake_mic_wav=FIXTURES / "speech.wav")
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+def speech_then_silence(path: Path, silence_s: float) -> Path:
+    """The speech fixture followed by `silence_s` of silence: Chromium loops its fake mic's file,
+    so the user says one thing, then listens long enough for a whole answer."""
+    with wave.open(str(FIXTURES / "speech.wav")) as src:
+        params, frames = src.getparams(), src.readframes(src.getnframes())
+    with wave.open(str(path), "wb") as out:
+        out.setparams(params)
+        out.writeframes(frames + b"\0" * (int(silence_s * params.framerate) * params.sampwidth))
+    return path
+
+
+@pytest.fixture
+def speaking_user(tmp_path: Path) -> Iterator[Browser]:
+    need_browser()
+    b = Browser(fake_mic_wav=speech_then_silence(tmp_path / "mic.wav", silence_s=20.0))
     try:
         yield b
     finally:
@@ -206,6 +244,50 @@ def test_passthrough_plays_speech_then_face_swap_then_end_shows_cost(
     )
     assert cost.startswith("$")
     browser.screenshot(OUT / "06-ended.png")
+
+
+QUESTION = "When do the doors open?"
+ANSWER = "The doors open at nine every morning."
+SAY = "Welcome to the kiosk."
+BUBBLE_WITH = """({ role, text }) => [...document.querySelectorAll(`.bubble.${role}.final`)]
+  .some((b) => b.textContent.includes(text))"""
+
+
+def test_conversation_hears_the_mic_answers_says_typed_text_and_ends_with_a_cost(
+    stack: Stack, speaking_user: Browser, fake_openai: FakeOpenAI
+) -> None:
+    browser = speaking_user
+    fake_openai.transcripts[:] = [QUESTION] * 20  # whatever the mic says, this is what STT hears
+    fake_openai.replies[:] = []
+    fake_openai.default_reply = ANSWER
+    browser.open(f"{stack.base_url}/demo")
+    browser.click("[data-face=grace]")
+    browser.click("[data-mode=conversation]")
+    browser.click("[data-testid=start]")
+    wait_avatar(stack, browser)
+
+    # the fake mic's speech reaches the agent's STT; its transcript, then the LLM's answer in
+    # the TTS voice, appear in the pane as final turns
+    browser.wait_for(BUBBLE_WITH, {"role": "user", "text": QUESTION}, timeout_s=150)
+    browser.wait_for(BUBBLE_WITH, {"role": "assistant", "text": ANSWER}, timeout_s=150)
+    assert fake_openai.heard_s and max(fake_openai.heard_s) > 1.0  # real audio was transcribed
+    assert ANSWER in fake_openai.spoken
+    browser.screenshot(OUT / "14-conversation.png")
+
+    # the "say this" box: a speak packet, spoken as typed (the mic is muted, so nobody interrupts)
+    browser.click("[data-testid=mute]")
+    browser.wait_for("() => document.querySelector('[data-testid=mute]').title === 'Unmute'")
+    browser.fill("[data-testid=say-input]", SAY)
+    browser.click("[data-testid=say]")
+    browser.wait_for(BUBBLE_WITH, {"role": "assistant", "text": SAY}, timeout_s=90)
+    assert SAY in fake_openai.spoken
+
+    browser.click("[data-testid=end]")
+    cost = browser.wait_for(
+        "() => document.querySelector('[data-testid=cost]')?.textContent", timeout_s=30
+    )
+    assert cost.startswith("$")
+    browser.screenshot(OUT / "15-conversation-ended.png")
 
 
 def test_the_specs_raw_livekit_client_snippet_runs_against_the_broker(

@@ -2,7 +2,7 @@
 // stdout line. playwright-core only (no browser download): executablePath is /usr/bin/chromium.
 //   {"id": 1, "op": "open", "url": "..."}            -> {"id": 1, "ok": true}
 //   {"id": 2, "op": "eval", "js": "async () => ..."} -> {"id": 2, "ok": true, "result": ...}
-//   ops: open, eval, click, setFiles, waitFor, screenshot, route, close
+//   ops: open, eval, click, fill, setFiles, waitFor, screenshot, route, close
 import { createInterface } from "node:readline";
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -45,6 +45,9 @@ const ops = {
   },
   async click({ selector }) {
     await page.click(selector, { timeout: 30000 });
+  },
+  async fill({ selector, value }) {
+    await page.fill(selector, value, { timeout: 30000 });
   },
   async setFiles({ selector, path }) {
     await page.setInputFiles(selector, path);
