@@ -11,6 +11,7 @@ Routes (the paths of the spec's React SDK and SDK Integration examples):
   PATCH  /api/session/{id} (POST too)                  -> PATCH  /v1/realtime/session/{id}
   DELETE /api/session/{id}, /api/realtime-session/{id} -> DELETE /v1/realtime/session/{id}
   POST   /api/generate, GET /api/jobs/{id}[/result]    -> the offline job endpoints
+  POST   /api/speech {"text"}                          -> a WAV of it (session_api.demo_speech)
   GET    /api/demo                                     -> what the page needs to know
 """
 
@@ -30,8 +31,8 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from session_api import auth
-from session_api.errors import ApiError, Forbidden, NotFound
+from session_api import auth, demo_speech
+from session_api.errors import ApiError, Forbidden, InvalidInput, NotFound, RateLimitExceeded
 from session_api.services import Services
 
 logger = logging.getLogger("session_api")
@@ -39,6 +40,7 @@ logger = logging.getLogger("session_api")
 # The built page: web/dist/demo beside the packages (`make web` builds it).
 DEFAULT_DIST = Path(__file__).resolve().parents[1] / "web" / "dist" / "demo"
 KEY_FILE = "demo-broker.key"
+SPEECH_RPM = 30  # text-to-speech calls a minute, all pages together: the operator pays for them
 BROKER_RPM = 600  # the page polls jobs and a kiosk retries: more than a person's 30 a minute
 # Request headers a proxied call keeps; everything else (cookies, auth) stays behind.
 FORWARDED_HEADERS = ("content-type", "x-callback-url")
@@ -102,6 +104,7 @@ class Broker:
         self._key: str | None = self._configured
         self._lock = asyncio.Lock()
         self.default_mode = demo.demo_default_mode
+        self.speech = demo_speech.SpeechSettings()
 
     async def key(self, services: Services) -> str:
         async with self._lock:
@@ -187,6 +190,7 @@ def _broker_router(broker: Broker | None) -> APIRouter:
             {
                 "broker": broker is not None,
                 "realtime": services.realtime is not None,
+                "speech": broker is not None and broker.speech.enabled,
                 "missing": services.settings.livekit_missing,
             }
         )
@@ -210,6 +214,21 @@ def _broker_router(broker: Broker | None) -> APIRouter:
     @router.delete("/realtime-session/{session_id}")
     async def end(session_id: str, request: Request) -> Response:
         return await need().forward(request, "DELETE", _session_path(session_id))
+
+    @router.post("/speech")
+    async def speech(request: Request) -> Response:
+        settings = need().speech
+        services: Services = request.app.state.services
+        allowed, window = await services.limiter.hit_scoped("demo-speech", "all", SPEECH_RPM)
+        if not allowed:
+            raise RateLimitExceeded(rpm=SPEECH_RPM, retry_after_s=window.resets_in_s)
+        try:
+            body = await request.json()
+        except ValueError:
+            raise InvalidInput('Send JSON: {"text": "..."}.') from None
+        text = demo_speech.check_text(body.get("text") if isinstance(body, dict) else None)
+        wav = await demo_speech.synthesize(settings, text)
+        return Response(content=wav, media_type="audio/wav")
 
     @router.post("/generate")
     async def generate(request: Request) -> Response:

@@ -6,8 +6,10 @@ own server-side key, and the API's answers (errors included) pass through unchan
 
 from __future__ import annotations
 
+import io
 import json
 import stat
+import wave
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import pytest
 from session_api.auth import authenticate
 from session_api.config import Settings
 from session_api.demo import KEY_FILE
+from tests.e2e.openai_fake import SECONDS_PER_CHAR, FakeOpenAI
 from tests.fake_clock import FakeClock
 from tests.session_api.api_support import Api
 
@@ -39,6 +42,8 @@ async def broker_api(
 ) -> AsyncIterator[Api]:
     monkeypatch.setenv("ATLAS_DEMO", "1")
     monkeypatch.setenv("ATLAS_DEMO_DIR", str(built_page))
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):  # no text-to-speech unless a test adds it
+        monkeypatch.delenv(name, raising=False)
     async with open_api(rt_settings(realtime_capacity=1), background=False) as api_:
         yield api_
 
@@ -144,7 +149,7 @@ async def test_offline_job_through_the_broker(
 
 async def test_info_says_whether_realtime_works(broker_api: Api) -> None:
     info = (await broker_api.client.get("/api/demo")).json()
-    assert info == {"broker": True, "realtime": True, "missing": []}
+    assert info == {"broker": True, "realtime": True, "speech": False, "missing": []}
 
 
 async def test_broker_is_off_unless_enabled(
@@ -212,3 +217,45 @@ def test_default_mode_rewrites_only_json_without_a_mode() -> None:
     assert mode_of(b'{"mode": "conversation"}') == "conversation"
     assert _with_default_mode(b"not json", "application/json", "passthrough") == b"not json"
     assert _with_default_mode(b"--x", "multipart/form-data; boundary=x", "passthrough") == b"--x"
+
+
+async def test_speech_is_off_without_a_text_to_speech_service(broker_api: Api) -> None:
+    off = await broker_api.client.post("/api/speech", json={"text": "Hello there."})
+    assert off.status_code == 404 and "OPENAI_API_KEY" in off.json()["message"]
+
+
+@pytest.fixture
+async def speech_api(
+    monkeypatch: pytest.MonkeyPatch,
+    built_page: Path,
+    rt_settings: Callable[..., Settings],
+    open_api: Callable[..., Any],
+) -> AsyncIterator[tuple[Api, FakeOpenAI]]:
+    fake = FakeOpenAI().start()
+    for name, value in {**fake.env(), "ATLAS_DEMO": "1", "ATLAS_DEMO_DIR": str(built_page)}.items():
+        monkeypatch.setenv(name, value)
+    try:
+        async with open_api(rt_settings(), background=False) as api_:
+            yield api_, fake
+    finally:
+        fake.close()
+
+
+async def test_speech_turns_text_into_a_wav_through_the_openai_compatible_service(
+    speech_api: tuple[Api, FakeOpenAI],
+) -> None:
+    api, fake = speech_api
+    assert (await api.client.get("/api/demo")).json()["speech"] is True
+    text = "The doors open at nine."
+    spoken = await api.client.post("/api/speech", json={"text": text})
+    assert spoken.status_code == 200 and spoken.headers["content-type"] == "audio/wav"
+    with wave.open(io.BytesIO(spoken.content)) as wav:
+        seconds = wav.getnframes() / wav.getframerate()
+        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, 24000)
+    assert seconds == pytest.approx(len(text) * SECONDS_PER_CHAR, abs=0.01)
+    assert fake.spoken == [text]
+
+    for bad in ({"text": ""}, {"text": "x" * 1001}, {"words": "hi"}, ["hi"]):
+        refused = await api.client.post("/api/speech", json=bad)
+        assert refused.status_code == 400 and refused.json()["error"] == "invalid_input", bad
+    assert fake.spoken == [text]  # nothing refused reached the paid service

@@ -160,8 +160,11 @@ def _mean_abs(a: list[int], b: list[int]) -> float:
     return sum(abs(x - y) for x, y in zip(a, b, strict=True)) / len(a)
 
 
+TYPED = "Thank you for waiting, the next desk is free now."
+
+
 def test_passthrough_plays_speech_then_face_swap_then_end_shows_cost(
-    stack: Stack, browser: Browser
+    stack: Stack, browser: Browser, fake_openai: FakeOpenAI
 ) -> None:
     browser.open(f"{stack.base_url}/demo")
     browser.screenshot(OUT / "01-start.png")
@@ -237,6 +240,16 @@ def test_passthrough_plays_speech_then_face_swap_then_end_shows_cost(
     browser.click("[data-testid=play-sample]")
     browser.wait_for(f"() => {playing} && {mute_title} === 'Unmute'")
     browser.wait_for(f"() => !{playing} && {mute_title} === 'Mute'", timeout_s=60)
+
+    # typed text: the server's text-to-speech (the local fake) voices it, the page publishes it
+    browser.click("[data-testid=mute]")
+    browser.fill("[data-testid=speech-input]", TYPED)
+    browser.click("[data-testid=speech]")
+    browser.wait_for(f"() => {playing}", timeout_s=60)
+    typed = browser.measure(1.5)
+    assert sorted(typed["diffs"])[int(0.9 * len(typed["diffs"]))] > max(4 * still, 1.5), typed
+    assert fake_openai.spoken[-1] == TYPED
+    browser.wait_for(f"() => !{playing}", timeout_s=60)
 
     browser.click("[data-testid=end]")
     cost = browser.wait_for(

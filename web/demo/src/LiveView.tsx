@@ -4,7 +4,15 @@ import { useEffect, useRef, useState } from "react";
 import { useAtlasSession } from "../../src/react/index.js";
 import type { AudioPlaybackHandle } from "../../src/core/types.js";
 import speechUrl from "../../../tests/fixtures/speech.wav?url";
-import { createSession, deleteSession, swapFace, type Ended, type Mode } from "./api.js";
+import {
+  createSession,
+  deleteSession,
+  demoInfo,
+  speech,
+  swapFace,
+  type Ended,
+  type Mode,
+} from "./api.js";
 import { FacePicker } from "./FacePicker.js";
 import type { FaceChoice } from "./faces.js";
 import { MicIcon, SpeakerIcon, SwapIcon } from "./icons.js";
@@ -204,10 +212,12 @@ function SessionPanel({ session }: { session: Session }) {
   const [text, setText] = useState("");
   const [playing, setPlaying] = useState<AudioPlaybackHandle | null>(null);
   const [playError, setPlayError] = useState<string | null>(null);
+  const [canSpeak, setCanSpeak] = useState(false);
   const fileInput = useRef<HTMLInputElement>(null);
   const passthrough = session.mode === "passthrough";
 
   useEffect(() => () => playing?.stop(), [playing]);
+  useEffect(() => void demoInfo().then((info) => setCanSpeak(info.speech)), []);
 
   const play = async (audio: Blob): Promise<void> => {
     setPlayError(null);
@@ -259,6 +269,29 @@ function SessionPanel({ session }: { session: Session }) {
               e.target.value = "";
             }}
           />
+          {canSpeak && (
+            <form
+              className="row"
+              onSubmit={async (e) => {
+                e.preventDefault();
+                const spoken = await speech(text);
+                if (spoken instanceof Blob) {
+                  setText("");
+                  await play(spoken);
+                } else setPlayError(spoken.message);
+              }}
+            >
+              <input
+                value={text}
+                onChange={(e) => setText(e.target.value)}
+                placeholder="Type something for it to say"
+                data-testid="speech-input"
+              />
+              <button type="submit" className="primary" disabled={!text.trim()} data-testid="speech">
+                Speak
+              </button>
+            </form>
+          )}
           {playing && <p className="muted small" data-testid="playing">Playing through the avatar…</p>}
           {playError && <p className="error small">{playError}</p>}
         </div>

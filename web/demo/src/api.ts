@@ -4,6 +4,7 @@ import type { SessionInfoLike } from "../../src/core/types.js";
 export interface DemoInfo {
   broker: boolean;
   realtime: boolean;
+  speech: boolean;
   missing: string[];
 }
 
@@ -16,7 +17,7 @@ export type Mode = "conversation" | "passthrough";
 
 export async function demoInfo(): Promise<DemoInfo> {
   const res = await fetch("/api/demo");
-  if (!res.ok) return { broker: false, realtime: false, missing: [] };
+  if (!res.ok) return { broker: false, realtime: false, speech: false, missing: [] };
   return (await res.json()) as DemoInfo;
 }
 
@@ -36,6 +37,18 @@ export async function createSession(
   } catch {
     return { error: "network_error", message: "The server cannot be reached." };
   }
+}
+
+/** POST /api/speech: `text` spoken by the server's text-to-speech, as a WAV (or the error). */
+export async function speech(text: string): Promise<Blob | { message: string }> {
+  const res = await fetch("/api/speech", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ text }),
+  });
+  if (res.ok) return await res.blob();
+  const body = (await res.json().catch(() => ({}))) as { message?: string };
+  return { message: body.message ?? `Text to speech failed (${res.status})` };
 }
 
 /** DELETE /api/session/{id}; keepalive lets it finish while the page unloads. */
