@@ -22,6 +22,17 @@ async def hold_until(
         await release.wait()
 
 
+async def line_up(
+    slots: Slots, log: list[str], *holders: tuple[str, int, asyncio.Event]
+) -> list[asyncio.Task[None]]:
+    """Start the holders one after another, each queued before the next arrives."""
+    tasks = []
+    for name, wanted, release in holders:
+        tasks.append(asyncio.create_task(hold_until(slots, wanted, release, log, name)))
+        await settle()
+    return tasks
+
+
 async def test_holders_share_the_slots_by_weight() -> None:
     slots = Slots(2)
     done = asyncio.Event()
@@ -39,12 +50,9 @@ async def test_a_waiting_big_holder_is_not_overtaken() -> None:
     slots = Slots(2)
     first_done, rest_done = asyncio.Event(), asyncio.Event()
     log: list[str] = []
-    first = asyncio.create_task(hold_until(slots, 1, first_done, log, "first"))
-    await settle()
-    big = asyncio.create_task(hold_until(slots, 2, rest_done, log, "big"))
-    await settle()
-    late = asyncio.create_task(hold_until(slots, 1, rest_done, log, "late"))
-    await settle()
+    first, big, late = await line_up(
+        slots, log, ("first", 1, first_done), ("big", 2, rest_done), ("late", 1, rest_done)
+    )
     assert log == ["first"]  # one slot is free, but "late" queues behind "big"
     first_done.set()
     await settle()
@@ -58,12 +66,9 @@ async def test_a_cancelled_waiter_lets_the_queue_move() -> None:
     slots = Slots(2)
     done = asyncio.Event()
     log: list[str] = []
-    first = asyncio.create_task(hold_until(slots, 1, done, log, "first"))
-    await settle()
-    big = asyncio.create_task(hold_until(slots, 2, done, log, "big"))
-    await settle()
-    small = asyncio.create_task(hold_until(slots, 1, done, log, "small"))
-    await settle()
+    first, big, small = await line_up(
+        slots, log, ("first", 1, done), ("big", 2, done), ("small", 1, done)
+    )
     big.cancel()
     await settle()
     assert log == ["first", "small"]  # with "big" gone, the free slot goes to the next in line
