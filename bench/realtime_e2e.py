@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import os
 import platform
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.run import write_section
+from bench.report import write_section
 from renderer.landmarks import FaceLandmarker
 from tests.e2e import media
 from tests.e2e.stack import Stack, speak_in_every_session, start_stack
@@ -123,8 +122,8 @@ async def run(stack: Stack, args: argparse.Namespace) -> str:
     made = await creates(stack, args.creates)
     return "\n".join(
         [
-            f"Machine: {os.cpu_count()} CPUs ({platform.machine()}), shared and busy while "
-            f"measured (load average {os.getloadavg()[0]:.1f}); warp renderer, 512x512 at 25 fps, "
+            f"Machine: {os.cpu_count()} CPUs ({platform.machine()}), load average "
+            f"{os.getloadavg()[0]:.1f} when measured; warp renderer, 512x512 at 25 fps, "
             "VP8, livekit-server v1.13.5 on loopback.",
             "",
             f"- **Glass-to-glass latency** (sent audio onset -> first received frame with the "
@@ -166,10 +165,8 @@ def main() -> None:
     command = "bash scripts/services.sh run .venv/bin/python -m bench.realtime_e2e " + (
         f"--max-sessions {args.max_sessions} --repeats {args.repeats} --creates {args.creates}"
     )
-    write_section(
-        "realtime-e2e",
-        f"## Realtime end to end, {dt.date.today().isoformat()}\n\nCommand: `{command}`\n\n{body}",
-    )
+    print(body)
+    print(write_section("realtime-e2e", "Realtime end to end", f"Command: `{command}`\n\n{body}"))
 
 
 if __name__ == "__main__":
