@@ -47,7 +47,9 @@ AudioStreamFactory = Callable[[rtc.Track], AsyncIterator[rtc.AudioFrameEvent]]
 class GateOptions:
     open_db: float = -45.0  # dBFS RMS of a chunk that opens (or keeps open) a segment
     hangover_s: float = 0.5  # quiet audio that ends a segment
-    preroll_s: float = 0.2  # audio kept from before the opening chunk
+    # Audio kept from before the opening chunk. The whole segment plays that much behind the
+    # client's voice, so it is glass-to-glass latency: enough for a soft onset, no more.
+    preroll_s: float = 0.06
 
 
 class SpeechGate:
