@@ -17,9 +17,9 @@ MAX_IMAGE_PIXELS = 50_000_000
 MAX_FULL_DECODE_PIXELS = 4096 * 4096
 # Faces are found and framed on at most this many pixels per side; more adds nothing.
 MAX_WORKING_SIDE = 2048
-# What decode_image and a face check hold at their peak per decoded pixel (measured, Pillow 13:
-# WebP's decoder keeps about three full RGBA copies; PNG and a scaled JPEG about two), and besides.
-_PEAK_BYTES_PER_PIXEL = {"webp": 17, "png": 9, "jpeg": 9}
+# What decode_image and a face check hold at their peak per decoded pixel (measured, Pillow 13 and
+# OpenCV for WebP: about two full-size copies for each format), and besides.
+_PEAK_BYTES_PER_PIXEL = {"webp": 9, "png": 9, "jpeg": 9}
 _PEAK_FIXED_BYTES = 30 * 1024 * 1024
 # EXIF orientation -> the transpose that makes the photo upright.
 _ORIENTATIONS = {
@@ -89,7 +89,7 @@ def decode_image(data: bytes) -> np.ndarray:
             _check_size(image.width, image.height, fmt)
             image.draft("RGB", (MAX_WORKING_SIDE, MAX_WORKING_SIDE))  # JPEG: decode scaled
             orientation = image.getexif().get(0x0112)
-            small = _shrink(image)
+            small = _shrink_webp(data, image.size) if fmt == "webp" else _shrink(image)
             del image
             upright = (
                 small.transpose(_ORIENTATIONS[orientation])
@@ -130,6 +130,25 @@ def _shrink(image: Image.Image) -> Image.Image:
     scale = MAX_WORKING_SIDE / max(width, height)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def _shrink_webp(data: bytes, size: tuple[int, int]) -> Image.Image:
+    """WebP through OpenCV: one full-size buffer (Pillow's decoder holds three, ~280 MB at
+    4096 px), area-averaged down to MAX_WORKING_SIDE, as RGB or RGBA."""
+    import cv2
+
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels is None:
+        raise ValueError("WebP could not be decoded")
+    width, height = size
+    if max(width, height) > MAX_WORKING_SIDE:
+        scale = MAX_WORKING_SIDE / max(width, height)
+        target = (max(1, round(width * scale)), max(1, round(height * scale)))
+        pixels = cv2.resize(pixels, target, interpolation=cv2.INTER_AREA)
+    if pixels.ndim == 2:
+        return Image.fromarray(pixels, "L")
+    code = cv2.COLOR_BGRA2RGBA if pixels.shape[2] == 4 else cv2.COLOR_BGR2RGB
+    return Image.fromarray(cv2.cvtColor(pixels, code))
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

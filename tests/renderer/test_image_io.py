@@ -66,10 +66,7 @@ def test_the_estimate_covers_the_real_peak(size: int, mode: str, fmt: str, tmp_p
     assert real <= estimate
 
 
-def test_webp_costs_more_than_png_and_a_jpeg_is_estimated_scaled() -> None:
-    webp = decode_peak_bytes(encode(2048, "RGB", "WEBP"))
-    png = decode_peak_bytes(encode(2048, "RGB", "PNG"))
-    assert webp > png
+def test_a_jpeg_is_estimated_at_its_scaled_decode() -> None:
     # a 6000 px JPEG decodes at half size, so it costs what a 3000 px one does
     assert decode_peak_bytes(encode(6000, "RGB", "JPEG")) == decode_peak_bytes(
         encode(3000, "RGB", "JPEG")
