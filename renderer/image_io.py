@@ -19,7 +19,7 @@ MAX_FULL_DECODE_PIXELS = 4096 * 4096
 MAX_WORKING_SIDE = 2048
 # What decode_image and a face check hold at their peak per decoded pixel (measured, Pillow 13 and
 # OpenCV for WebP: about two full-size copies for each format), and besides.
-_PEAK_BYTES_PER_PIXEL = {"webp": 9, "png": 9, "jpeg": 9}
+_PEAK_BYTES_PER_PIXEL = {"webp": 11, "png": 9, "jpeg": 9}
 _PEAK_FIXED_BYTES = 30 * 1024 * 1024
 # EXIF orientation -> the transpose that makes the photo upright.
 _ORIENTATIONS = {

@@ -20,6 +20,7 @@ MB = 1024 * 1024
 # what remains above the RSS before is the decode's.
 MEASURE = """
 import sys
+import cv2  # the API has it loaded (the renderer uses it); its import is not the decode's
 from renderer.image_io import decode_image
 def kib(field):
     for line in open("/proc/self/status"):
