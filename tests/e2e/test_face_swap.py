@@ -81,4 +81,8 @@ async def test_face_swap_mid_speech_keeps_the_track_and_the_frames_flowing(stack
         f" (before the swap: {before_gap:.3f} s)"
     )
     assert shown <= NEW_FACE_S, f"the new face showed {shown:.2f} s after the PATCH"
-    assert gap <= MAX_GAP_S, f"a {gap * 1000:.0f} ms gap between received frames"
+    # Arrival gaps include the machine's own stalls: the bound is 200 ms or the worst gap of the
+    # same stream just before the swap, plus a frame, whichever is larger (the old swap stalled
+    # 250-370 ms on an idle machine; the unit test in tests/agent pins the cause without a clock).
+    limit = max(MAX_GAP_S, before_gap + 0.04)
+    assert gap <= limit, f"a {gap * 1000:.0f} ms gap (before the swap: {before_gap * 1000:.0f})"
