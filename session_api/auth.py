@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from session_api.db.models import ApiKey
@@ -28,6 +28,7 @@ _BEARER = "bearer "
 _INVALID_FORMAT = "Invalid Authorization format. Use: Authorization: Bearer <api_key>"
 KEY_CACHE_TTL_S = 1.0  # revocation bites within this (the spec allows 2 s)
 KEY_CACHE_MAX = 4096  # entries; only verified keys are cached, so this bounds memory
+_KEY_BY_HASH = select(ApiKey.__table__).where(ApiKey.__table__.c.key_hash == bindparam("digest"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,23 +127,25 @@ async def authenticate(
         return cached
     try:
         row = await db.read(
-            lambda session: session.execute(
-                select(ApiKey).where(ApiKey.key_hash == digest)
-            ).scalar_one_or_none()
+            lambda conn: conn.execute(_KEY_BY_HASH, {"digest": digest}).mappings().first()
         )
     except (SQLAlchemyError, OSError) as exc:
         raise AuthUnavailable() from exc
     # The index finds the row by hash; the compare below keeps the final check constant-time.
-    if row is None or not hmac.compare_digest(row.key_hash, digest) or row.revoked_at is not None:
+    if (
+        row is None
+        or not hmac.compare_digest(row["key_hash"], digest)
+        or row["revoked_at"] is not None
+    ):
         raise Forbidden()
     authed = AuthedKey(
-        id=row.id,
-        name=row.name,
-        key_prefix=row.key_prefix,
-        rpm=row.rpm,
-        monthly_cap=row.monthly_cap,
-        webhook_secret=row.webhook_secret,
-        max_session_s=row.max_session_s,
+        id=row["id"],
+        name=row["name"],
+        key_prefix=row["key_prefix"],
+        rpm=row["rpm"],
+        monthly_cap=row["monthly_cap"],
+        webhook_secret=row["webhook_secret"],
+        max_session_s=row["max_session_s"],
     )
     if cache is not None:
         cache.put(digest, authed)

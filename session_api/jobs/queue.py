@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from session_api.clock import Clock, utcnow
@@ -30,6 +30,8 @@ from session_api.errors import MonthlyCapExceeded
 from session_api.jobs.fairness import next_key
 
 FAILED_MESSAGE = "Processing failed. Please try again."
+# One compiled statement for the hottest read (GET /v1/jobs/{id}); the id is a bound parameter.
+_JOB_BY_ID = select(Job.__table__).where(Job.__table__.c.id == bindparam("id"))
 _CLAIM_LOCK = 0x61746C61  # "atla": pg_advisory_xact_lock id that serializes claims
 GENERATION_FAILED = "generation_failed"
 
@@ -130,8 +132,12 @@ class JobQueue:
 
     # --- reads -------------------------------------------------------------------------------
     async def get(self, job_id: str, *, key_id: int) -> Job | None:
-        job = await self.db.read(lambda session: session.get(Job, job_id))
-        return job if job is not None and job.key_id == key_id else None
+        row = await self.db.read(
+            lambda conn: conn.execute(_JOB_BY_ID, {"id": job_id}).mappings().first()
+        )
+        if row is None or row["key_id"] != key_id:
+            return None
+        return Job(**row)  # detached: the routes only read it
 
     async def list_for_key(self, *, key_id: int, limit: int, offset: int) -> tuple[list[Job], int]:
         async with self.db.session() as session:
@@ -151,8 +157,8 @@ class JobQueue:
         """Pending jobs ahead of this one (0 once it is no longer pending)."""
         if job.status != "pending":
             return 0
-        async with self.db.session() as session:
-            ahead = await session.scalar(
+        ahead = await self.db.read(
+            lambda conn: conn.scalar(
                 select(func.count())
                 .select_from(Job)
                 .where(
@@ -163,6 +169,7 @@ class JobQueue:
                     ),
                 )
             )
+        )
         return int(ahead or 0)
 
     async def depth(self) -> dict[str, int]:
