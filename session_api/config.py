@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     realtime_face_ref: Literal["auto", "storage_key", "url"] = "auto"
     realtime_swaps_per_minute: int = Field(default=10, ge=1)
     realtime_reaper_interval_s: float = Field(default=1.0, gt=0)
+    # a reaper sweep asks LiveKit about at most this many rooms' workers (one call each)
+    realtime_reconcile_rooms_per_sweep: int = Field(default=16, ge=1)
     # a create waits this long for an avatar worker to join the room, then answers no_capacity
     realtime_join_timeout_s: float = Field(default=15.0, gt=0)
     realtime_start_timeout_s: float = 60.0  # a create that never finished is failed after this

@@ -119,6 +119,8 @@ class RealtimeService:
         self.checker = checker
         self.fetcher = fetcher
         self.clock = clock
+        self._sweeps = 0  # reconcile passes so far
+        self._looked_at: dict[str, int] = {}  # room -> the pass that last looked at its worker
 
     # --- create -------------------------------------------------------------------------------
     async def create(self, new: NewSession) -> CreatedSession:
@@ -335,20 +337,44 @@ class RealtimeService:
     # --- what LiveKit says -----------------------------------------------------------------
     async def reconcile(self) -> list[str]:
         """End or fail active sessions by what LiveKit shows: the room gone, the worker gone
-        (killed), or the worker's own end or failure in its participant attributes."""
+        (killed), or the worker's own end or failure in its participant attributes.
+
+        One ListRooms call covers every room. Looking at the worker costs a call per room, so a
+        sweep looks at no more than `realtime_reconcile_rooms_per_sweep` of them, those looked
+        at least recently first: with hundreds of live sessions each is still seen every few
+        sweeps, and the sweep no longer holds up the requests served beside it.
+        """
         rows = await self.store.active_rooms()
         if not rows:
+            self._looked_at.clear()
             return []
         existing = await self.livekit.existing_rooms([room for _, room in rows])
         done = []
         for session_id, room in rows:
-            if await self._reconcile(session_id, room, exists=room in existing):
+            if room not in existing and await self._room_gone(session_id):
+                done.append(session_id)
+        for session_id, room in self._rooms_to_look_at(rows, existing):
+            if await self._reconcile_worker(session_id, room):
                 done.append(session_id)
         return done
 
-    async def _reconcile(self, session_id: str, room: str, *, exists: bool) -> bool:
-        if not exists:
-            return await self.end(session_id, reason="room_finished") is not None
+    def _rooms_to_look_at(
+        self, rows: list[tuple[str, str]], existing: set[str]
+    ) -> list[tuple[str, str]]:
+        live = [(sid, room) for sid, room in rows if room in existing]
+        self._sweeps += 1
+        kept = {room for _, room in live}
+        self._looked_at = {room: n for room, n in self._looked_at.items() if room in kept}
+        live.sort(key=lambda row: self._looked_at.get(row[1], 0))
+        chosen = live[: self.settings.realtime_reconcile_rooms_per_sweep]
+        for _, room in chosen:
+            self._looked_at[room] = self._sweeps
+        return chosen
+
+    async def _room_gone(self, session_id: str) -> bool:
+        return await self.end(session_id, reason="room_finished") is not None
+
+    async def _reconcile_worker(self, session_id: str, room: str) -> bool:
         agent = await self.livekit.agent_in(room)
         if agent is None:
             return await self.end(session_id, reason="agent_lost") is not None

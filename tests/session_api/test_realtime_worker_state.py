@@ -114,3 +114,43 @@ async def test_a_vanished_worker_or_room_ends_the_session_at_once(
         for sid, reason in ((killed, "agent_lost"), (closed, "room_finished")):
             assert state[sid].end_reason == reason and state[sid].duration_s == 5.0
         assert [c.request.room for c in livekit.calls_of("DeleteRoom")] == [f"atlas-rt-{killed}"]
+
+
+async def test_a_sweep_looks_at_a_bounded_number_of_workers_and_reaches_every_one(
+    rt_settings: Callable[..., Settings],
+    open_api: Callable[..., Any],
+    livekit: FakeLiveKit,
+    clock: FakeClock,
+    face_bytes: bytes,
+) -> None:
+    """Hundreds of live sessions must not cost hundreds of LiveKit calls a second; the worker
+    of each is still looked at within ceil(sessions / budget) sweeps."""
+    settings = rt_settings(realtime_capacity=5, realtime_reconcile_rooms_per_sweep=2)
+    async with open_api(settings, clock=clock, background=False) as api_:
+        key = await api_.new_key()
+        sids = [await create(api_, key.key, face_bytes, mode="passthrough") for _ in range(5)]
+        reaper = reaper_of(api_)
+        for sid in sids:
+            set_agent(livekit, sid, **{STATE_ATTR: "ended", END_REASON_ATTR: "client_left"})
+        ended: list[str] = []
+        for _ in range(3):
+            before = len(livekit.calls_of("ListParticipants"))
+            ended += (await reaper.sweep()).ended
+            assert len(livekit.calls_of("ListParticipants")) - before <= 2
+        assert sorted(ended) == sorted(sids)
+
+
+async def test_a_gone_room_is_ended_whatever_the_budget(
+    rt_settings: Callable[..., Settings],
+    open_api: Callable[..., Any],
+    livekit: FakeLiveKit,
+    clock: FakeClock,
+    face_bytes: bytes,
+) -> None:
+    settings = rt_settings(realtime_capacity=4, realtime_reconcile_rooms_per_sweep=1)
+    async with open_api(settings, clock=clock, background=False) as api_:
+        key = await api_.new_key()
+        sids = [await create(api_, key.key, face_bytes, mode="passthrough") for _ in range(4)]
+        for sid in sids:
+            del livekit.rooms[f"atlas-rt-{sid}"]
+        assert sorted((await reaper_of(api_).sweep()).ended) == sorted(sids)
