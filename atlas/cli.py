@@ -15,7 +15,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "migrate": ("session_api.cli", "upgrade the database schema"),
     "model": (
         "renderer.backends.wav2lip.model_cli",
-        "convert a Wav2Lip checkpoint to ONNX (torch extra)",
+        "convert a Wav2Lip checkpoint to ONNX (no torch needed)",
     ),
     "agent": ("agent.cli", "the LiveKit worker: agent {start,dev,download-files}"),
 }

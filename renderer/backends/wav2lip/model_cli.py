@@ -1,7 +1,8 @@
 """`atlas model convert`: a Wav2Lip PyTorch checkpoint -> a Wav2Lip-contract ONNX file.
 
-Needs the torch extra (`pip install 'atlas-avatars[torch]'`), only to read the checkpoint: the
-graph itself is built by renderer.backends.wav2lip.graph, with a dynamic batch dimension.
+No torch needed: renderer.backends.wav2lip.checkpoint reads the .pth (both of torch's formats,
+pickles through an allow-list), and renderer.backends.wav2lip.graph builds the graph, with a
+dynamic batch dimension.
 DataParallel `module.` prefixes are stripped. `--fp16` stores half-precision weights (inputs and
 output stay float32). Use only weights you are licensed to use: Wav2Lip's official ones are
 non-commercial.
@@ -45,18 +46,9 @@ def run(command: str, argv: list[str]) -> int:
 
 def load_state_dict(checkpoint: Path) -> dict[str, Any]:
     """The generator's state dict from a .pth (a bare state dict or {"state_dict": ...})."""
-    try:
-        import torch
-    except ImportError as exc:
-        raise ModelError(
-            "converting checkpoints needs torch: pip install 'atlas-avatars[torch]'"
-        ) from exc
-    if not checkpoint.is_file():
-        raise ModelError(f"checkpoint not found: {checkpoint}")
-    try:
-        data = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a bad or unsafe pickle
-        raise ModelError(f"could not read the checkpoint {checkpoint}: {exc}") from exc
+    from renderer.backends.wav2lip.checkpoint import load_checkpoint
+
+    data = load_checkpoint(checkpoint)
     state = data.get("state_dict", data) if isinstance(data, dict) else None
     if not isinstance(state, dict):
         raise ModelError("the checkpoint holds no state dict")
