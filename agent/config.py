@@ -16,6 +16,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from renderer.options import RendererOptions
 from renderer.settings import load_renderer_options
 
+# The synchroniser's queues, in frames. AvatarRunner sizes both the AudioSource queue and the
+# video queue from one duration. Measured through real sources and local-track streams
+# (tests/agent/test_runner_sync.py, 6 runs each): one frame keeps the voice and the lips within
+# ~15 ms; two frames wandered between +26 and -54 ms from run to run, and the default 100 ms
+# (2.5 frames at 25 fps) let the video lead by 25-60 ms. Rendering runs on its own thread, so
+# one queued frame is enough headroom when a frame renders in well under a frame interval
+# (bench/agent_streams.py measures that).
+SYNC_QUEUE_FRAMES = 1
+
 AGENT_NAME = "atlas-avatar"
 
 
@@ -46,6 +55,8 @@ class AgentSettings(BaseSettings):
     # 11.3 s at load average 11: past livekit-agents' 10 s default, which leaves a worker
     # that never takes a job.
     agent_prewarm_timeout_s: float = Field(default=60.0, gt=0)
+    # AvatarRunner's A/V synchroniser queues (audio and video), in frames (agent/runner.py).
+    agent_sync_frames: int = Field(default=SYNC_QUEUE_FRAMES, ge=1, le=10)
 
     # -- rendering: the renderer's own ATLAS_RENDERER_* settings (renderer_options below) -------
 

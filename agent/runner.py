@@ -13,19 +13,10 @@ from livekit.agents.voice.avatar import (
 )
 
 from agent.clock import Clock
+from agent.config import SYNC_QUEUE_FRAMES
 from agent.playback import PlaybackGuard
 from agent.protocol_receiver import ProtocolAudioReceiver
 from agent.video_generator import LipSyncVideoGenerator
-
-# The synchroniser's queues, in frames. AvatarRunner sizes both the AudioSource queue and the
-# video queue from one duration. Measured through real sources and local-track streams
-# (tests/agent/test_runner_sync.py, 6 runs each): one frame keeps the voice and the lips within
-# ~15 ms; two frames wandered between +26 and -54 ms from run to run, and the default 100 ms
-# (2.5 frames at 25 fps) let the video lead by 25-60 ms. Rendering runs on its own thread, so
-# one queued frame is enough headroom when a frame renders in well under a frame interval
-# (bench/agent_streams.py measures that).
-SYNC_QUEUE_FRAMES = 1
-
 
 # What the avatar's video is published as. One 512x512 layer (no simulcast: a viewer of a
 # talking face wants the face, and the lower layers cost encoder time on a busy CPU), a bitrate
@@ -91,10 +82,12 @@ def create_avatar_runner(
     audio_recv: AudioReceiver,
     generator: LipSyncVideoGenerator,
     video_gen: VideoGenerator | None = None,
+    sync_frames: int = SYNC_QUEUE_FRAMES,
 ) -> AvatarRunner:
     """An AvatarRunner publishing `generator`'s video and audio to `room` (call start()).
-    `video_gen`: what the runner drives instead, if it wraps `generator` (PlaybackGuard)."""
-    queue_ms = round(SYNC_QUEUE_FRAMES * 1000 / generator.options.fps)
+    `video_gen`: what the runner drives instead, if it wraps `generator` (PlaybackGuard).
+    `sync_frames`: the synchroniser's queues, in frames (ATLAS_AGENT_SYNC_FRAMES)."""
+    queue_ms = round(sync_frames * 1000 / generator.options.fps)
     return _Runner(
         room,
         audio_recv=audio_recv,
@@ -110,13 +103,18 @@ def create_guarded_runner(
     receiver: AudioReceiver,
     generator: LipSyncVideoGenerator,
     clock: Clock | None = None,
+    sync_frames: int = SYNC_QUEUE_FRAMES,
 ) -> tuple[AvatarRunner, PlaybackGuard]:
     """An AvatarRunner whose playback reports come from PlaybackGuard: exactly one
     playback_started (when audio first leaves the renderer) and one playback_finished per
     segment, and every clear answered, whatever `receiver` is."""
     guard = PlaybackGuard(receiver=receiver, generator=generator, clock=clock)
     runner = create_avatar_runner(
-        room, audio_recv=guard.receiver, generator=generator, video_gen=guard.generator
+        room,
+        audio_recv=guard.receiver,
+        generator=generator,
+        video_gen=guard.generator,
+        sync_frames=sync_frames,
     )
     return runner, guard
 
@@ -127,8 +125,11 @@ def create_protocol_runner(
     generator: LipSyncVideoGenerator,
     sender_identity: str | None,
     clock: Clock | None = None,
+    sync_frames: int = SYNC_QUEUE_FRAMES,
 ) -> tuple[AvatarRunner, PlaybackGuard]:
     """The LiveKit avatar protocol (plugin mode): `sender_identity`'s audio byte streams
     (ProtocolAudioReceiver) rendered by `generator`, through PlaybackGuard."""
     receiver = ProtocolAudioReceiver(room, sender_identity=sender_identity)
-    return create_guarded_runner(room, receiver=receiver, generator=generator, clock=clock)
+    return create_guarded_runner(
+        room, receiver=receiver, generator=generator, clock=clock, sync_frames=sync_frames
+    )

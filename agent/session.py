@@ -49,6 +49,8 @@ class SessionSummary:
     speech_frames: int
     starved_frames: int  # idle frames shown mid-speech because audio came late
     slow_frames: int  # frames that took longer than a frame interval to render
+    audio_underruns: int  # times the published audio ran dry inside a segment
+    audio_underrun_ms: float  # and for how long in all
     interruptions: int
     segments: int
     face_swaps: int
@@ -62,6 +64,8 @@ class SessionSummary:
             "speech_frames": self.speech_frames,
             "starved_frames": self.starved_frames,
             "slow_frames": self.slow_frames,
+            "audio_underruns": self.audio_underruns,
+            "audio_underrun_ms": round(self.audio_underrun_ms, 1),
             "interruptions": self.interruptions,
             "segments": self.segments,
             "face_swaps": self.face_swaps,
@@ -206,6 +210,8 @@ class LiveSession:
                 speech_frames=stats.speech_frames,
                 starved_frames=stats.starved_frames,
                 slow_frames=stats.slow_frames,
+                audio_underruns=stats.audio_underruns,
+                audio_underrun_ms=stats.audio_underrun_ms,
                 interruptions=stats.interruptions,
                 segments=stats.segments,
                 face_swaps=self.face_swaps,

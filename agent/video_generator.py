@@ -45,6 +45,8 @@ T = TypeVar("T")
 
 # Past this much behind the frame clock (a stall), idle pacing re-anchors instead of bursting.
 REANCHOR_S = 0.2
+# A gap in the published audio shorter than this is scheduling noise, not an audible underrun.
+UNDERRUN_TOLERANCE_S = 0.002
 
 
 class AvatarVideoFrame(rtc.VideoFrame):
@@ -80,6 +82,10 @@ class GeneratorStats:
     starved_frames: int = 0
     # frames whose rendering took longer than one frame interval
     slow_frames: int = 0
+    # times the published audio ran dry inside a segment, and for how long in all: each audio
+    # frame leaves when the runner asks for it, and what left before plays out in real time
+    audio_underruns: int = 0
+    audio_underrun_ms: float = 0.0
 
 
 class LipSyncVideoGenerator(VideoGenerator):
@@ -108,6 +114,7 @@ class LipSyncVideoGenerator(VideoGenerator):
         self._audio_arrived = asyncio.Event()
         self._segment_open = False
         self._epoch = 0  # bumped by every clear: frames rendered before it lose their audio
+        self._audio_dry_at: float | None = None  # when the segment's audio sent so far runs out
         self._closed = False
         self._iterating = False
         self.stats = GeneratorStats()
@@ -159,6 +166,7 @@ class LipSyncVideoGenerator(VideoGenerator):
         """Drop every queued sample at once; the mouth closes within clear_latency_s."""
         self._epoch += 1
         self._segment_open = False
+        self._audio_dry_at = None
         self.stats.interruptions += 1
         self._audio_arrived.set()
         if not self._closed:
@@ -260,9 +268,21 @@ class LipSyncVideoGenerator(VideoGenerator):
             yield AvatarVideoFrame(rendered, speech=speech)
             # a clear while the consumer held the video frame drops the slice still to come
             if speech and rendered.audio is not None and epoch == self._epoch:
-                yield AvatarAudioFrame(
+                audio = AvatarAudioFrame(
                     rendered.audio, sample_rate=rate, index=rendered.index, fps=fps
                 )
+                self._count_underrun(audio.duration)
+                yield audio
                 if rendered.segment_end:
                     self.stats.segments += 1
+                    self._audio_dry_at = None
                     yield AudioSegmentEnd()
+
+    def _count_underrun(self, duration_s: float) -> None:
+        """Account the audio frame about to leave: a late one inside a segment is an underrun."""
+        now = self._clock.now()
+        dry_at = self._audio_dry_at
+        if dry_at is not None and now - dry_at > UNDERRUN_TOLERANCE_S:
+            self.stats.audio_underruns += 1
+            self.stats.audio_underrun_ms += (now - dry_at) * 1000
+        self._audio_dry_at = max(now, dry_at or now) + duration_s

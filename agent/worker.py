@@ -240,14 +240,27 @@ class _Job:
             # the avatar protocol: any agent's audio, every clear answered, one
             # playback_started / playback_finished per segment
             runner, guard = create_protocol_runner(
-                room, generator=generator, sender_identity=meta.options.sender_identity
+                room,
+                generator=generator,
+                sender_identity=meta.options.sender_identity,
+                sync_frames=settings.agent_sync_frames,
             )
         else:
             receiver, conversation = await self._audio_source(room, generator)
             if conversation is None:
-                runner = create_avatar_runner(room, audio_recv=receiver, generator=generator)
+                runner = create_avatar_runner(
+                    room,
+                    audio_recv=receiver,
+                    generator=generator,
+                    sync_frames=settings.agent_sync_frames,
+                )
             else:  # the session hears playback from the avatar's output (PlaybackGuard)
-                runner, guard = create_guarded_runner(room, receiver=receiver, generator=generator)
+                runner, guard = create_guarded_runner(
+                    room,
+                    receiver=receiver,
+                    generator=generator,
+                    sync_frames=settings.agent_sync_frames,
+                )
         empty_timeout_s = meta.options.empty_timeout_seconds or settings.agent_empty_timeout_s
         try:
             # publishes with the first (idle) frame, before any words; in plugin mode it first

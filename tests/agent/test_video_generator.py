@@ -230,3 +230,35 @@ async def test_frames_keep_coming_while_a_new_face_is_prepared(
     new_face = FaceAsset.prepare(mirrored_face_bytes, options=options)
     last = np.frombuffer(frames[-1].data, np.uint8).reshape(new_face.image.shape)
     assert np.array_equal(last, new_face.image)
+
+
+async def test_audio_taken_late_inside_a_segment_counts_as_an_underrun(
+    generator: LipSyncVideoGenerator,
+    speech24k: np.ndarray,
+    options: RendererOptions,
+    clock: FakeClock,
+) -> None:
+    """The consumer (AvatarRunner) takes each frame's audio when it has room for it; audio
+    that leaves later than the audio before it has played out left the listener in silence."""
+    rate, interval = options.sample_rate, 1.0 / options.fps
+    await push(generator, speech24k[:rate], rate, end=True)
+    await push(generator, speech24k[:rate], rate, end=True)
+    it = generator.__aiter__()
+
+    async def next_audio() -> AvatarAudioFrame:
+        while not isinstance(item := await anext(it), AvatarAudioFrame):
+            pass
+        return item
+
+    await next_audio()  # 40 ms of audio out at t=0
+    clock.advance(0.5 * interval)  # taken while the first still plays: no gap
+    await next_audio()
+    assert generator.stats.audio_underruns == 0
+    clock.advance(2.5 * interval)  # the two ran out at 2 intervals; this one leaves at 3
+    await next_audio()
+    assert generator.stats.audio_underruns == 1
+    assert generator.stats.audio_underrun_ms == pytest.approx(1000 * interval)
+    await take_until_segment_ends(it, 1)
+    clock.advance(10.0)  # the silence between two segments is no underrun
+    await next_audio()
+    assert generator.stats.audio_underruns == 1
