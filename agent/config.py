@@ -17,12 +17,15 @@ from renderer.options import RendererOptions
 from renderer.settings import load_renderer_options
 
 # The synchroniser's queues, in frames. AvatarRunner sizes both the AudioSource queue and the
-# video queue from one duration. Measured through real sources and local-track streams
-# (tests/agent/test_runner_sync.py, 6 runs each): one frame keeps the voice and the lips within
-# ~15 ms; two frames wandered between +26 and -54 ms from run to run, and the default 100 ms
-# (2.5 frames at 25 fps) let the video lead by 25-60 ms. Rendering runs on its own thread, so
-# one queued frame is enough headroom when a frame renders in well under a frame interval
-# (bench/agent_streams.py measures that).
+# video queue from one duration. Chosen end to end through livekit-server (bench/sync_buffer.py,
+# BENCHMARKS.md "A/V sync queue"; 2 sessions at once, 6 rounds for 1 and 2 frames, 2 for 3):
+# - other core busy: 1 frame ran dry 5.4 times and 27 ms a minute of speech, 2 frames 4.3 times
+#   and 19 ms, 3 frames 9.1 times and 121 ms: under 0.1% of speech either way, nothing heard;
+# - viewer A/V lag (positive: mouth after voice): 1 frame -20..+5 ms (median of each run),
+#   2 frames -15..+30 (three runs of four at +20 or later), 3 frames +40..+50. Sound before
+#   the lips is the direction viewers notice first (ITU-R BT.1359: +45 ms), so the extra
+#   frame spends sync margin and buys no measurable audio.
+# - glass-to-glass medians overlap (1 frame 160-220 ms, 2 frames 170-240 ms).
 SYNC_QUEUE_FRAMES = 1
 
 AGENT_NAME = "atlas-avatar"
