@@ -106,6 +106,7 @@ class Listener:
     loud: list[tuple[float, bool]] = field(default_factory=list)
     video_frames: int = 0
     video_size: tuple[int, int] = (0, 0)
+    audio_frames: dict[str, int] = field(default_factory=dict)  # 10 ms frames by participant
     transcripts: list[tuple[float, dict[str, str], str]] = field(default_factory=list)
     data: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     subscribed_at: float | None = None
@@ -170,9 +171,9 @@ class Listener:
 
     # -- callbacks --------------------------------------------------------------------------
 
-    def _on_track(self, track: rtc.Track, _pub: Any, _p: Any) -> None:
+    def _on_track(self, track: rtc.Track, _pub: Any, participant: rtc.RemoteParticipant) -> None:
         if track.kind == rtc.TrackKind.KIND_AUDIO:
-            self._tasks.append(asyncio.create_task(self._read_audio(track)))
+            self._tasks.append(asyncio.create_task(self._read_audio(track, participant.identity)))
         else:
             self._tasks.append(asyncio.create_task(self._read_video(track)))
 
@@ -195,13 +196,14 @@ class Listener:
         self.transcripts.append((time.monotonic(), attributes, text))
         self._changed.set()
 
-    async def _read_audio(self, track: rtc.Track) -> None:
+    async def _read_audio(self, track: rtc.Track, identity: str) -> None:
         stream = rtc.AudioStream(track, sample_rate=24000, num_channels=1, frame_size_ms=10)
         try:
             async for event in stream:
                 pcm = np.frombuffer(event.frame.data, np.int16).astype(np.float32)
                 rms = float(np.sqrt(np.mean(pcm * pcm))) if pcm.size else 0.0
                 self.loud.append((time.monotonic(), rms > LOUD_RMS))
+                self.audio_frames[identity] = self.audio_frames.get(identity, 0) + 1
                 self._changed.set()
         finally:
             await stream.aclose()

@@ -181,6 +181,11 @@ async def test_a_third_party_agent_speaks_through_our_avatar(
         lambda: any(pub.kind == rtc.TrackKind.KIND_AUDIO for pub in listener.publications(sender)),
         "the agent publishes its own voice",
     )
+    # Published is not yet subscribed: audio sent before the client's subscription is set up
+    # is never heard, so the agent speaks once the client receives the track (silence flows).
+    await listener.wait_for(
+        lambda: listener.audio_frames.get(sender, 0) >= 10, "the client receives the agent's track"
+    )
     said_at = time.monotonic()
     await rpc("e2e.say", LAST)
     await listener.wait_for(lambda: bool(done(LAST)), "the last speech is over")

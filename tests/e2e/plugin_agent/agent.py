@@ -8,7 +8,10 @@ E2E_FACE_KEY (a storage key in the avatar worker's face store) and E2E_AVATAR_MA
 The test drives it by RPC from its client participant:
 - `e2e.say` (payload: text): say it;
 - `e2e.say_then_interrupt` (payload: text): say it, and interrupt as soon as its first audio has
-  been streamed to the avatar (before the avatar can have played any of it).
+  been streamed to the avatar (before the avatar can have played any of it). The avatar is
+  cleared first, then the speech interrupted: an interruption alone ends the audio stream
+  before it sends the clear, and an avatar that gets a stream's end plays its tail at once, so
+  under load the clear could come after that tail had played (reported, rightly, as started).
 It reports to the room as data packets (JSON, topic `e2e`): `playback_started` and
 `playback_finished` as its audio output hears them from the avatar (lk.playback_started /
 lk.playback_finished), and `speech_done` with the assistant messages each speech left in the
@@ -115,6 +118,7 @@ async def entrypoint(ctx: JobContext) -> None:
         async with asyncio.timeout(HANG_S):
             while not streaming():  # noqa: ASYNC110 (private state, no event to wait on)
                 await asyncio.sleep(0.005)
+        to_avatar.clear_buffer()  # ahead of the stream's end, which the interruption sends
         handle.interrupt()
         start(follow(handle, label=data.payload))
         return "ok"
