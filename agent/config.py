@@ -39,9 +39,13 @@ class AgentSettings(BaseSettings):
     agent_name: str = AGENT_NAME
 
     # -- capacity and session lifetime -------------------------------------------------------
-    # Streams one worker process group serves at once; the load function reports
-    # active / max, and LiveKit sends new jobs elsewhere at 1.0.
+    # Streams one worker process group serves at once.
     agent_max_streams: int = Field(default=4, ge=1)
+    # The LiveKit server's `agents.target_load` (0.7 unless its config says otherwise): the
+    # server offers a job only to a worker whose reported load is below it. The worker reports
+    # this value x active / max streams, so it is offered jobs until every stream is taken. A
+    # plain active / max (0.75 with 3 of 4 taken) had the server refuse the fourth session.
+    agent_load_threshold: float = Field(default=0.7, gt=0, le=1)
     # End the session when the client has not joined within this long, or left this long ago.
     agent_empty_timeout_s: float = Field(default=30.0, gt=0)
     # Upper bound on any session, whatever the dispatch asks for.

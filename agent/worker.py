@@ -1,7 +1,8 @@
 """The LiveKit Agents worker: agent_name `atlas-avatar`, explicit dispatch only.
 
 - prewarm (once per job process): loads the face landmarker, the render backend and Silero VAD;
-- load: active streams / ATLAS_AGENT_MAX_STREAMS, so LiveKit routes jobs elsewhere when full;
+- load: the share of ATLAS_AGENT_MAX_STREAMS taken, scaled to LiveKit's target load, so the
+  server offers jobs until every stream is taken and routes them elsewhere after;
 - entrypoint: starts the job's task and returns. The task connects, validates the dispatch
   metadata, fetches and prepares the face, builds the mode's audio source (passthrough,
   conversation or the avatar data-stream protocol), publishes through AvatarRunner, and runs
@@ -72,8 +73,11 @@ def prewarm(proc: JobProcess) -> None:
 
 
 def load(server: AgentServer) -> float:
-    """Active streams against capacity: 1.0 means full (the load threshold)."""
-    return len(server.active_jobs) / get_settings().agent_max_streams
+    """Active streams against capacity, scaled so that full is exactly the load threshold
+    (LiveKit's target load, below which the server offers a worker jobs)."""
+    settings = get_settings()
+    taken = len(server.active_jobs) / settings.agent_max_streams
+    return settings.agent_load_threshold * taken
 
 
 def build_face_source(settings: AgentSettings) -> FaceSource:
@@ -95,7 +99,7 @@ def create_server(settings: AgentSettings | None = None) -> AgentServer:
     server = AgentServer(
         setup_fnc=prewarm,
         load_fnc=load,
-        load_threshold=1.0,
+        load_threshold=settings.agent_load_threshold,
         num_idle_processes=min(settings.agent_max_streams, 2),
         initialize_process_timeout=settings.agent_prewarm_timeout_s,
         host=settings.agent_http_host,

@@ -182,7 +182,7 @@ class RealtimeService:
                 departure_timeout_s=s.realtime_departure_timeout_s,
                 metadata=json.dumps({"face": face}),
             )
-            await self.livekit.dispatch_agent(
+            dispatch_id = await self.livekit.dispatch_agent(
                 room=room, agent_name=s.realtime_agent_name, metadata=json.dumps(dispatch)
             )
         except LiveKitBusy as exc:
@@ -192,28 +192,49 @@ class RealtimeService:
         token = self.livekit.client_token(
             session_id=session_id, ttl_s=new.max_duration_s + s.realtime_token_margin_s
         )
-        started = await self._worker_joined(room)
+        started = await self._worker_joined(room, dispatch_id, metadata=json.dumps(dispatch))
         if not await self.store.activate(
             session_id, started_at=started, max_duration_s=new.max_duration_s
         ):
             raise TemporarilyUnavailable("Session start timed out.")
         return token
 
-    async def _worker_joined(self, room: str) -> datetime:
+    async def _worker_joined(self, room: str, dispatch_id: str, *, metadata: str) -> datetime:
         """When the avatar worker joined the room: the bill starts there, not at dispatch.
+        A dispatch no worker took within realtime_redispatch_after_s is made again: LiveKit
+        drops a job it offers while every worker reads as full, and a worker's load reaches it
+        only every 2.5 s, so a stream freed just before still reads as taken.
         No worker within realtime_join_timeout_s means none is free: 503 no_capacity."""
         s = self.settings
-        deadline = asyncio.get_running_loop().time() + s.realtime_join_timeout_s
+        now = asyncio.get_running_loop().time
+        deadline = now() + s.realtime_join_timeout_s
+        redispatch_at = now() + s.realtime_redispatch_after_s
         while True:
             try:
                 if await self.livekit.agent_in(room) is not None:
                     return self.clock()
+                if now() >= redispatch_at:
+                    dispatch_id = await self._redispatch_if_untaken(room, dispatch_id, metadata)
+                    redispatch_at = now() + s.realtime_redispatch_after_s
+            except LiveKitBusy as exc:
+                raise NoCapacity(retry_after_s=s.realtime_retry_after_s) from exc
             except LiveKitError as exc:
                 raise TemporarilyUnavailable("LiveKit is temporarily unavailable.") from exc
-            if asyncio.get_running_loop().time() >= deadline:
+            if now() >= deadline:
                 logger.warning("no avatar worker joined", extra={"room": room})
                 raise NoCapacity(retry_after_s=s.realtime_retry_after_s)
             await asyncio.sleep(JOIN_POLL_S)
+
+    async def _redispatch_if_untaken(self, room: str, dispatch_id: str, metadata: str) -> str:
+        """The dispatch to wait on: the same one if a worker took it, else a new one (the old
+        one deleted first, so a job of it that lands late is ended, never a second avatar)."""
+        if await self.livekit.dispatch_taken(room=room, dispatch_id=dispatch_id):
+            return dispatch_id
+        logger.info("no worker took the dispatch; dispatching again", extra={"room": room})
+        await self.livekit.delete_dispatch(room=room, dispatch_id=dispatch_id)
+        return await self.livekit.dispatch_agent(
+            room=room, agent_name=self.settings.realtime_agent_name, metadata=metadata
+        )
 
     async def _abort(self, session_id: str) -> None:
         """Undo a create that failed halfway: no bill; room and face removed now or later."""

@@ -110,15 +110,20 @@ class Stack:
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}"}
 
-    def http(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.base_url, headers=self.auth, timeout=60)
+    def http(self, timeout_s: float = 60) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base_url, headers=self.auth, timeout=timeout_s)
 
     async def create_session(
-        self, *, mode: str = "passthrough", face: bytes | None = None, **fields: str
+        self,
+        *,
+        mode: str = "passthrough",
+        face: bytes | None = None,
+        timeout_s: float = 60,
+        **fields: str,
     ) -> httpx.Response:
         """POST /v1/realtime/session with a multipart face upload (the fixture by default)."""
         image = face if face is not None else FACE.read_bytes()
-        async with self.http() as client:
+        async with self.http(timeout_s) as client:
             return await client.post(
                 "/v1/realtime/session",
                 files={"face": ("face.jpg", image, "image/jpeg")},
