@@ -168,13 +168,15 @@ class RealtimeService:
         room = room_name(session_id)
         await self._put_face(face_key, new.face)
         face = await self.face_ref(face_key, version=1, max_duration_s=new.max_duration_s)
-        dispatch = {
-            "session_id": session_id,
-            "mode": new.mode,
-            "face": face,
-            "max_duration_seconds": new.max_duration_s,
-            "options": dict(new.options),
-        }
+        dispatch = json.dumps(
+            {
+                "session_id": session_id,
+                "mode": new.mode,
+                "face": face,
+                "max_duration_seconds": new.max_duration_s,
+                "options": dict(new.options),
+            }
+        )
         try:
             await self.livekit.create_room(
                 room,
@@ -183,7 +185,7 @@ class RealtimeService:
                 metadata=json.dumps({"face": face}),
             )
             dispatch_id = await self.livekit.dispatch_agent(
-                room=room, agent_name=s.realtime_agent_name, metadata=json.dumps(dispatch)
+                room=room, agent_name=s.realtime_agent_name, metadata=dispatch
             )
         except LiveKitBusy as exc:
             raise NoCapacity(retry_after_s=s.realtime_retry_after_s) from exc
@@ -192,7 +194,7 @@ class RealtimeService:
         token = self.livekit.client_token(
             session_id=session_id, ttl_s=new.max_duration_s + s.realtime_token_margin_s
         )
-        started = await self._worker_joined(room, dispatch_id, metadata=json.dumps(dispatch))
+        started = await self._worker_joined(room, dispatch_id, metadata=dispatch)
         if not await self.store.activate(
             session_id, started_at=started, max_duration_s=new.max_duration_s
         ):
