@@ -39,8 +39,19 @@ class AgentSettings(BaseSettings):
     agent_name: str = AGENT_NAME
 
     # -- capacity and session lifetime -------------------------------------------------------
-    # Streams one worker process group serves at once.
+    # Streams one worker serves at once.
     agent_max_streams: int = Field(default=4, ge=1)
+    # "thread": every session of the worker in one process, sharing the models, the render
+    # backend (and its cross-session inference batches) and one WebRTC stack; a session that
+    # fails ends alone (docs/architecture.md, "Process model"). "process": one process per
+    # session, livekit-agents' default: stronger isolation (a crash in native code takes one
+    # session), at ~150 MB and a copy of every model per session.
+    agent_job_executor: Literal["thread", "process"] = "thread"
+    # The worker also counts as full when its own CPU use (all its threads and children)
+    # reaches this share of ATLAS_AGENT_CPU_CORES (default: the cgroup's quota, else the
+    # cores it may run on).
+    agent_cpu_target: float = Field(default=0.9, gt=0, le=1)
+    agent_cpu_cores: float | None = Field(default=None, gt=0)
     # The LiveKit server's `agents.target_load` (0.7 unless its config says otherwise): the
     # server offers a job only to a worker whose reported load is below it. The worker reports
     # this value x active / max streams, so it is offered jobs until every stream is taken. A
@@ -53,6 +64,9 @@ class AgentSettings(BaseSettings):
     # The worker's health/readiness HTTP port (livekit-agents' /, /worker); 0 picks a free one.
     agent_http_host: str = ""
     agent_http_port: int = Field(default=8081, ge=0, le=65535)
+    # Prometheus metrics (agent/metrics.py) at this port's /metrics, served by livekit-agents
+    # (k8s/ sets 8082). Unset: not served, so several workers on one host never collide.
+    agent_metrics_port: int | None = Field(default=None, ge=0, le=65535)
     # At a session's end, how long the API may take to record it and delete the room before
     # the worker deletes the room itself (agent/status.py).
     agent_room_handoff_s: float = Field(default=5.0, ge=0)

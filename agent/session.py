@@ -139,6 +139,8 @@ class LiveSession:
         self._room.on("disconnected", self._on_room_disconnected)
         if self._client is not None and self._client in self._room.remote_participants:
             self._client_present(True)
+        # a pipeline that dies ends the session now, billed up to the failure
+        self._generator.on_failure(lambda _exc: self.request_end("error"))
         # a face swap written before we joined is still in the (durable) room metadata
         self._on_room_metadata_changed("", self._room.metadata)
         try:
@@ -192,7 +194,12 @@ class LiveSession:
                 except Exception:
                     logger.exception("stopping the session's pipeline failed")
             if self._reporter is not None:
-                await self._reporter.ended(reason, billable_until=self._billable_until(reason))
+                billable_until = self._billable_until(reason)
+                if reason == "error":
+                    await self._reporter.tell_client(
+                        "internal_error", "The avatar stopped rendering; the session has ended."
+                    )
+                await self._reporter.ended(reason, billable_until=billable_until)
             if self._delete_room and self._reporter is not None:
                 await self._reporter.hand_off_room()
             elif self._delete_room:

@@ -73,6 +73,10 @@ class SessionReporter:
         API; the API then fails the session and deletes the room."""
         await self._client_present()
         await self._set({STATE_ATTR: "failed", ERROR_ATTR: code})
+        await self.tell_client(code, message)
+
+    async def tell_client(self, code: str, message: str) -> None:
+        """The `session_failed` data packet (a session that fails, or dies while live)."""
         if not self._room.isconnected():
             return
         packet = {"type": "session_failed", "code": code, "message": message}

@@ -26,16 +26,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
+import cv2
 import numpy as np
 from livekit import rtc
 from livekit.agents.voice.avatar import AudioSegmentEnd, VideoGenerator
 
 from agent.clock import Clock, LoopClock
+from agent.metrics import WorkerMetrics
 from renderer import FaceAsset, RenderedFrame, RendererOptions, StreamRenderer
 from renderer.backends import Backend
 
@@ -50,16 +53,41 @@ UNDERRUN_TOLERANCE_S = 0.002
 
 
 class AvatarVideoFrame(rtc.VideoFrame):
-    """An RGB24 video frame that also carries its place on the stream's frame clock."""
+    """One rendered frame as I420 (what the video encoder takes, so the FFI converts nothing on
+    the event loop), handed over without a copy. `image` keeps the RGB picture it came from."""
 
-    def __init__(self, rendered: RenderedFrame, *, speech: bool) -> None:
-        image = np.ascontiguousarray(rendered.image)
-        height, width = image.shape[:2]
-        super().__init__(width, height, rtc.VideoBufferType.RGB24, image.tobytes())
+    def __init__(self, rendered: RenderedFrame, i420: np.ndarray | None, *, speech: bool) -> None:
+        height, width = rendered.image.shape[:2]
+        # a flat uint8 view: rtc takes a memoryview whose length is its byte size as it is
+        if i420 is None:  # odd sizes have no I420 layout
+            kind, pixels = rtc.VideoBufferType.RGB24, np.ascontiguousarray(rendered.image)
+        else:
+            kind, pixels = rtc.VideoBufferType.I420, i420
+        super().__init__(width, height, kind, pixels.reshape(-1).data)
+        self.image = rendered.image
         self.index = rendered.index
         self.timestamp_s = rendered.timestamp_s
         self.speech = speech
         self.mouth_openness = rendered.mouth.openness
+
+
+def to_i420(image: np.ndarray) -> np.ndarray | None:
+    """RGB (H, W, 3) to planar I420 (H * 3/2, W), on the render thread (OpenCV drops the GIL);
+    None for odd sizes, which I420 cannot hold."""
+    height, width = image.shape[:2]
+    if height % 2 or width % 2:
+        return None
+    return cv2.cvtColor(image, cv2.COLOR_RGB2YUV_I420)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Step:
+    """What the render thread hands back for one frame."""
+
+    frame: RenderedFrame
+    i420: np.ndarray | None
+    render_s: float
+    convert_s: float
 
 
 class AvatarAudioFrame(rtc.AudioFrame):
@@ -98,10 +126,12 @@ class LipSyncVideoGenerator(VideoGenerator):
         speech_wait_s: float | None = None,
         pace_idle: bool = True,
         clock: Clock | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         """`speech_wait_s`: how long to wait for late audio of an open segment before an idle
         frame is shown instead (default: one frame interval). `pace_idle`: yield idle frames
-        on the frame clock (see the module docstring); off only for offline consumers."""
+        on the frame clock (see the module docstring); off only for offline consumers.
+        `metrics`: the worker's Prometheus metrics, fed per frame."""
         self._options = options or RendererOptions()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atlas-render")
         self._renderer = StreamRenderer(face=face, options=self._options, backend=backend)
@@ -117,6 +147,9 @@ class LipSyncVideoGenerator(VideoGenerator):
         self._audio_dry_at: float | None = None  # when the segment's audio sent so far runs out
         self._closed = False
         self._iterating = False
+        self._metrics = metrics
+        self._failure_listeners: list[Callable[[BaseException], None]] = []
+        self.failure: BaseException | None = None  # why rendering stopped, if it failed
         self.stats = GeneratorStats()
 
     @classmethod
@@ -151,6 +184,12 @@ class LipSyncVideoGenerator(VideoGenerator):
     async def push_audio(self, frame: rtc.AudioFrame | AudioSegmentEnd) -> None:
         if self._closed:
             return
+        try:
+            await self._push(frame)
+        except Exception as exc:
+            self._fail(exc)
+
+    async def _push(self, frame: rtc.AudioFrame | AudioSegmentEnd) -> None:
         if isinstance(frame, AudioSegmentEnd):
             self._segment_open = False
             await self._call(self._renderer.flush)
@@ -205,11 +244,16 @@ class LipSyncVideoGenerator(VideoGenerator):
     def _push_pcm(self, pcm: np.ndarray, sample_rate: int, num_channels: int) -> None:
         self._renderer.push_audio(pcm, sample_rate=sample_rate, num_channels=num_channels)
 
-    def _step(self, allow_idle: bool) -> RenderedFrame | None:
+    def _step(self, allow_idle: bool) -> _Step | None:
+        started = time.perf_counter()
         frame = self._renderer.pull()
         if frame is None and allow_idle:
             frame = self._renderer.next_frame()
-        return frame
+        if frame is None:
+            return None
+        rendered = time.perf_counter()
+        i420 = to_i420(frame.image)
+        return _Step(frame, i420, rendered - started, time.perf_counter() - rendered)
 
     async def _call(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -222,7 +266,7 @@ class LipSyncVideoGenerator(VideoGenerator):
             self._anchor = now - self._next_index * interval
         return self._anchor + self._next_index * interval
 
-    async def _next_rendered(self) -> tuple[RenderedFrame, bool] | None:
+    async def _next_rendered(self) -> tuple[_Step, bool] | None:
         """The next frame and whether a clear came after it was rendered; None once closed."""
         speech_deadline: float | None = None
         while not self._closed:
@@ -234,15 +278,11 @@ class LipSyncVideoGenerator(VideoGenerator):
                 allow_idle = speech_deadline is not None and now >= speech_deadline
             else:
                 allow_idle = not self._pace_idle or now >= self._idle_due()
-            started = now
-            frame = await self._call(self._step, allow_idle)
-            if frame is not None:
-                if self._clock.now() - started > 1.0 / self._options.fps:
-                    self.stats.slow_frames += 1
-                if waiting and frame.audio is None:
-                    self.stats.starved_frames += 1
-                self._next_index = frame.index + 1
-                return frame, epoch != self._epoch
+            step = await self._call(self._step, allow_idle)
+            if step is not None:
+                self._account(step, waiting=waiting)
+                self._next_index = step.frame.index + 1
+                return step, epoch != self._epoch
             if self._audio_arrived.is_set():
                 continue
             if self._segment_open:
@@ -254,18 +294,34 @@ class LipSyncVideoGenerator(VideoGenerator):
             await self._clock.wait(self._audio_arrived, wake - self._clock.now())
         return None
 
+    def _account(self, step: _Step, *, waiting: bool) -> None:
+        late = step.render_s + step.convert_s > 1.0 / self._options.fps
+        if late:
+            self.stats.slow_frames += 1
+        if waiting and step.frame.audio is None:
+            self.stats.starved_frames += 1
+        if self._metrics is not None:
+            self._metrics.render_seconds.observe(step.render_s)
+            self._metrics.convert_seconds.observe(step.convert_s)
+            if late:
+                self._metrics.frames_late.inc()
+
     async def _stream(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
+        try:
+            async for item in self._frames():
+                yield item
+        except Exception as exc:
+            self._fail(exc)
+
+    async def _frames(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
         rate, fps = self._options.sample_rate, self._options.fps
-        while (step := await self._next_rendered()) is not None:
-            rendered, stale = step
+        while (next_step := await self._next_rendered()) is not None:
+            step, stale = next_step
+            rendered = step.frame
             epoch = self._epoch
             speech = rendered.audio is not None and not stale
-            self.stats.frames += 1
-            if speech:
-                self.stats.speech_frames += 1
-            else:
-                self.stats.idle_frames += 1
-            yield AvatarVideoFrame(rendered, speech=speech)
+            self._count_frame(speech)
+            yield AvatarVideoFrame(rendered, step.i420, speech=speech)
             # a clear while the consumer held the video frame drops the slice still to come
             if speech and rendered.audio is not None and epoch == self._epoch:
                 audio = AvatarAudioFrame(
@@ -278,11 +334,44 @@ class LipSyncVideoGenerator(VideoGenerator):
                     self._audio_dry_at = None
                     yield AudioSegmentEnd()
 
+    def _count_frame(self, speech: bool) -> None:
+        self.stats.frames += 1
+        if speech:
+            self.stats.speech_frames += 1
+        else:
+            self.stats.idle_frames += 1
+        if self._metrics is not None:
+            self._metrics.frames.labels(kind="speech" if speech else "idle").inc()
+
+    def _fail(self, exc: BaseException) -> None:
+        """The pipeline cannot go on: stop, and tell whoever listens (the session ends with
+        reason "error"). Only this session's generator stops; the process goes on."""
+        if self.failure is not None or self._closed:
+            return
+        self.failure = exc
+        logger.error(
+            "rendering failed; the session ends",
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+        self._closed = True
+        self._audio_arrived.set()
+        for listener in self._failure_listeners:
+            listener(exc)
+
+    def on_failure(self, listener: Callable[[BaseException], None]) -> None:
+        """Call `listener` once if rendering fails (it runs on the event loop)."""
+        if self.failure is not None:
+            listener(self.failure)
+        else:
+            self._failure_listeners.append(listener)
+
     def _count_underrun(self, duration_s: float) -> None:
         """Account the audio frame about to leave: a late one inside a segment is an underrun."""
         now = self._clock.now()
         dry_at = self._audio_dry_at
         if dry_at is not None and now - dry_at > UNDERRUN_TOLERANCE_S:
             self.stats.audio_underruns += 1
+            if self._metrics is not None:
+                self._metrics.audio_underruns.inc()
             self.stats.audio_underrun_ms += (now - dry_at) * 1000
         self._audio_dry_at = max(now, dry_at or now) + duration_s

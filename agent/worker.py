@@ -19,13 +19,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from typing import Any
 
 from livekit import rtc
-from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobProcess
+from livekit.agents import AgentServer, AutoSubscribe, JobContext, JobExecutorType, JobProcess
 from livekit.agents.voice.avatar import AudioReceiver, AvatarRunner
 
+from agent.admission import Admission, CpuGauge, available_cores
 from agent.config import AgentSettings, get_settings
 from agent.conversation import (
     Conversation,
@@ -42,6 +42,8 @@ from agent.faces import (
 )
 from agent.livekit_api import LiveKitRoomAdmin
 from agent.metadata import DispatchMetadata, MetadataError, parse_dispatch_metadata
+from agent.metrics import worker_metrics
+from agent.models import ProcessModels, process_models
 from agent.passthrough import ParticipantAudioReceiver
 from agent.playback import PlaybackGuard
 from agent.runner import create_avatar_runner, create_guarded_runner, create_protocol_runner
@@ -49,35 +51,18 @@ from agent.session import LiveSession
 from agent.status import SessionReporter
 from agent.video_generator import LipSyncVideoGenerator
 from renderer import FaceAsset
-from renderer.backends import Backend, create_backend
 from renderer.errors import RendererInputError
-from renderer.landmarks import shared_landmarker
 
 logger = logging.getLogger("agent")
 
 
 def prewarm(proc: JobProcess) -> None:
-    """Load models once per process, before any job arrives (within
-    ATLAS_AGENT_PREWARM_TIMEOUT_S; the load time is logged)."""
+    """livekit-agents' set-up function, once per job process or thread: the process's shared
+    models (loaded by the first call only; agent/models.py)."""
     settings = get_settings()
-    started = time.monotonic()
-    shared_landmarker()
-    proc.userdata["backend"] = create_backend(settings.renderer_options())
-    try:
-        from livekit.plugins import silero
-
-        proc.userdata["vad"] = silero.VAD.load()
-    except Exception:
-        logger.warning("silero VAD could not be loaded; conversation turns use the STT")
-    logger.info("models loaded", extra={"load_s": round(time.monotonic() - started, 2)})
-
-
-def load(server: AgentServer) -> float:
-    """Active streams against capacity, scaled so that full is exactly the load threshold
-    (LiveKit's target load, below which the server offers a worker jobs)."""
-    settings = get_settings()
-    taken = len(server.active_jobs) / settings.agent_max_streams
-    return settings.agent_load_threshold * taken
+    models = process_models(settings.renderer_options())
+    models.warm()
+    proc.userdata["models"] = models
 
 
 def build_face_source(settings: AgentSettings) -> FaceSource:
@@ -96,21 +81,40 @@ def build_face_source(settings: AgentSettings) -> FaceSource:
 
 def create_server(settings: AgentSettings | None = None) -> AgentServer:
     settings = settings or get_settings()
+    threads = settings.agent_job_executor == "thread"
+    admission = Admission(
+        max_streams=settings.agent_max_streams,
+        threshold=settings.agent_load_threshold,
+        cpu=CpuGauge(cores=settings.agent_cpu_cores or available_cores()),
+        cpu_target=settings.agent_cpu_target,
+    )
     server = AgentServer(
+        job_executor_type=JobExecutorType.THREAD if threads else JobExecutorType.PROCESS,
         setup_fnc=prewarm,
-        load_fnc=load,
+        load_fnc=admission.load,
         load_threshold=settings.agent_load_threshold,
-        num_idle_processes=min(settings.agent_max_streams, 2),
+        # an idle job thread is a thread and a socket pair (the models are the process's):
+        # keep one ready per stream, so a burst of creates starts at once; a process is
+        # ~550 MB, so at most two of those
+        num_idle_processes=settings.agent_max_streams
+        if threads
+        else min(settings.agent_max_streams, 2),
         initialize_process_timeout=settings.agent_prewarm_timeout_s,
         host=settings.agent_http_host,
         port=settings.agent_http_port,
+        prometheus_port=settings.agent_metrics_port,
         ws_url=settings.livekit_url,
         api_key=settings.livekit_api_key,
         api_secret=(
             settings.livekit_api_secret.get_secret_value() if settings.livekit_api_secret else None
         ),
     )
-    server.rtc_session(entrypoint, agent_name=settings.agent_name, on_session_end=on_session_end)
+    server.rtc_session(
+        entrypoint,
+        agent_name=settings.agent_name,
+        on_session_end=on_session_end,
+        on_request=admission.bind(server),
+    )
     return server
 
 
@@ -232,8 +236,12 @@ class _Job:
             raise JobFailed("face_fetch_failed", "The face image could not be fetched.") from exc
         except RendererInputError as exc:
             raise JobFailed("face_unusable", f"The face image cannot be used: {exc}") from exc
-        backend: Backend | None = self.ctx.proc.userdata.get("backend")
-        generator = LipSyncVideoGenerator(face=face, options=options, backend=backend)
+        generator = LipSyncVideoGenerator(
+            face=face,
+            options=options,
+            backend=self._models().backend,  # the process's: batches across its sessions
+            metrics=worker_metrics(),
+        )
         self._closers.append(generator.aclose)
 
         plugin = meta.mode == "plugin"
@@ -309,6 +317,12 @@ class _Job:
         self._session = session
         await session.run()
 
+    def _models(self) -> ProcessModels:
+        models = self.ctx.proc.userdata.get("models")
+        if isinstance(models, ProcessModels):
+            return models
+        return process_models(self.settings.renderer_options())
+
     def _parse(self) -> DispatchMetadata:
         try:
             self.meta = parse_dispatch_metadata(self.ctx.job.metadata)
@@ -359,9 +373,7 @@ class _Job:
             )
             self._closers.append(receiver.aclose)
             return receiver, None
-        providers = default_providers(
-            settings, meta.options, vad_model=self.ctx.proc.userdata.get("vad")
-        )
+        providers = default_providers(settings, meta.options, vad_model=self._models().vad())
         conversation = Conversation(
             providers=providers,
             instructions=instructions_for(meta.options, settings.default_instructions),

@@ -120,6 +120,30 @@ async def test_ends_when_the_client_has_left_for_the_timeout(
     assert h.admin.deleted == [h.room.name] and h.stopped == 1
 
 
+async def test_a_pipeline_failure_ends_the_session_with_reason_error(
+    face: FaceAsset, options: RendererOptions, tmp_path: Path
+) -> None:
+    """The renderer raising mid-session ends the session at once (reason "error"), with the
+    room deleted and the bill stopped there; nothing waits for the client to leave."""
+    gen = LipSyncVideoGenerator(face=face, options=options, clock=FakeClock(advance_on_wait=True))
+    h = await Harness(gen, tmp_path, max_duration_s=600.0).started()
+    h.join()
+    await h.clock.advance(5)
+    it = gen.__aiter__()
+    await anext(it)
+
+    def exploding_step(allow_idle: bool) -> None:
+        raise RuntimeError("renderer exploded")
+
+    gen._step = exploding_step  # type: ignore[method-assign]
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(anext(it), HANG_S)
+    summary = await asyncio.wait_for(h.task, HANG_S)
+    assert summary.reason == "error" and summary.duration_s == pytest.approx(5.0)
+    assert h.admin.deleted == [h.room.name] and h.stopped == 1
+    await gen.aclose()
+
+
 async def test_face_swap_via_room_metadata_on_the_same_tracks(
     face: FaceAsset,
     options: RendererOptions,

@@ -108,8 +108,8 @@ async def test_idle_frames_flow_without_input_on_the_frame_clock(
     assert all(isinstance(i, AvatarVideoFrame) and not i.speech for i in items)
     assert [f.index for f in videos(items)] == list(range(60))
     # blinking and breathing: the idle picture is alive, not a frozen copy
-    first = np.frombuffer(items[0].data, np.uint8)  # type: ignore[union-attr]
-    assert any(not np.array_equal(first, np.frombuffer(f.data, np.uint8)) for f in videos(items))
+    first = videos(items)[0].image
+    assert any(not np.array_equal(first, f.image) for f in videos(items))
 
 
 async def test_clear_buffer_stops_speech_within_the_stated_latency(
@@ -194,11 +194,9 @@ async def test_face_swap_mid_speech_has_no_gap_and_no_duplicate(
     audio = [i for i in items if isinstance(i, AvatarAudioFrame)]
     assert len(audio) == options.fps * 2
     new_face = FaceAsset.prepare(mirrored_face_bytes, options=options)
-    last = np.frombuffer(frames[-1].data, np.uint8).reshape(new_face.image.shape)
+    last = frames[-1].image
     assert np.array_equal(last, new_face.image)
-    assert not np.array_equal(
-        np.frombuffer(frames[0].data, np.uint8).reshape(new_face.image.shape), new_face.image
-    )
+    assert not np.array_equal(frames[0].image, new_face.image)
 
 
 async def test_frames_keep_coming_while_a_new_face_is_prepared(
@@ -228,7 +226,7 @@ async def test_frames_keep_coming_while_a_new_face_is_prepared(
     await asyncio.wait_for(swap, timeout=120)
     frames = videos(await take_video(it, 15))  # past the crossfade: the new photo at rest
     new_face = FaceAsset.prepare(mirrored_face_bytes, options=options)
-    last = np.frombuffer(frames[-1].data, np.uint8).reshape(new_face.image.shape)
+    last = frames[-1].image
     assert np.array_equal(last, new_face.image)
 
 
@@ -262,3 +260,41 @@ async def test_audio_taken_late_inside_a_segment_counts_as_an_underrun(
     clock.advance(10.0)  # the silence between two segments is no underrun
     await next_audio()
     assert generator.stats.audio_underruns == 1
+
+
+async def test_frames_leave_as_i420_without_a_copy(generator: LipSyncVideoGenerator) -> None:
+    """The encoder's format is made on the render thread, and rtc gets the array itself."""
+    it = generator.__aiter__()
+    frame = videos(await take_video(it, 1))[0]
+    assert frame.type == rtc.VideoBufferType.I420
+    height, width = frame.image.shape[:2]
+    assert isinstance(frame.data, memoryview) and frame.data.nbytes == height * width * 3 // 2
+    back = np.frombuffer(frame.convert(rtc.VideoBufferType.RGB24).data, np.uint8)
+    error = np.abs(back.reshape(frame.image.shape).astype(int) - frame.image.astype(int))
+    assert float(error.mean()) < 3.0  # the same picture, to chroma subsampling
+
+
+async def test_a_render_error_stops_the_stream_and_is_reported(
+    face: FaceAsset, options: RendererOptions, clock: FakeClock
+) -> None:
+    """A renderer that raises mid-stream: the iterator ends (AvatarRunner stops forwarding)
+    and the failure listener hears it once; nothing is raised into livekit-agents' task."""
+    gen = LipSyncVideoGenerator(face=face, options=options, clock=clock)
+    heard: list[BaseException] = []
+    gen.on_failure(heard.append)
+    it = gen.__aiter__()
+    await take_video(it, 3)
+    boom = RuntimeError("renderer exploded")
+
+    def exploding_step(allow_idle: bool) -> Any:
+        raise boom
+
+    gen._step = exploding_step  # type: ignore[method-assign]
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(anext(it), 30)
+    assert heard == [boom] and gen.failure is boom
+    late: list[BaseException] = []
+    gen.on_failure(late.append)  # a listener added after the failure still hears it
+    assert late == [boom]
+    await gen.push_audio(AudioSegmentEnd())  # closed: ignored, no error
+    await gen.aclose()

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from livekit.agents import JobExecutorType
 
 from agent.config import AGENT_NAME, AgentSettings
 from agent.faces import FaceFetchError, FileFaceSource, HttpFaceSource, RoutingFaceSource
@@ -20,7 +21,7 @@ from agent.metadata import (
     parse_dispatch_metadata,
     parse_room_face,
 )
-from agent.worker import create_server, load
+from agent.worker import create_server
 
 GOOD = {
     "session_id": "ses_abcdefghijklmnopqrstuvwx",
@@ -68,34 +69,20 @@ def test_room_metadata_face() -> None:
     assert parse_room_face('{"face": {"version": 2}}') is None
 
 
-def test_load_stays_below_livekits_target_until_every_stream_is_taken(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """livekit-server offers a job only to a worker whose load is below its agents.target_load
-    (0.7 by default): three of four streams taken must still read below it."""
-    monkeypatch.setenv("ATLAS_AGENT_MAX_STREAMS", "4")
-    from agent.config import get_settings
-
-    get_settings.cache_clear()
-    livekit_default_target_load = 0.7
-
-    class Server:
-        active_jobs = [object(), object(), object()]
-
-    try:
-        assert load(Server()) < livekit_default_target_load  # type: ignore[arg-type]
-        Server.active_jobs.append(object())
-        assert load(Server()) == livekit_default_target_load  # type: ignore[arg-type]
-        server = create_server()
-        assert server._load_threshold == livekit_default_target_load  # full: no jobs taken
-    finally:
-        get_settings.cache_clear()
-
-
-def test_server_uses_explicit_dispatch() -> None:
+def test_server_uses_explicit_dispatch_threads_and_admission() -> None:
     server = create_server(AgentSettings(agent_max_streams=3))
     assert server._agent_name == AGENT_NAME  # explicit dispatch: only named dispatches
-    assert server.load_fnc is load and server.setup_fnc is not None
+    assert server.setup_fnc is not None and server.load_fnc is not None
+    # every session of the worker in one process, one idle job thread per stream
+    assert server._job_executor_type == JobExecutorType.THREAD
+    assert server._num_idle_processes == 3
+    assert server._load_threshold == 0.7  # LiveKit's default target load
+
+
+def test_process_executor_is_still_available() -> None:
+    server = create_server(AgentSettings(agent_max_streams=3, agent_job_executor="process"))
+    assert server._job_executor_type == JobExecutorType.PROCESS
+    assert server._num_idle_processes == 2
 
 
 async def test_file_face_source_stays_inside_its_root(tmp_path: Path) -> None:

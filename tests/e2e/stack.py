@@ -77,12 +77,16 @@ class Stack:
     procs: Procs
     api_proc: subprocess.Popen[bytes]
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    metrics_ports: dict[int, int] = field(default_factory=dict)
 
     # -- processes ---------------------------------------------------------------------------
     def start_worker(self, *args: str, **extra: str) -> subprocess.Popen[bytes]:
-        """`atlas agent start ARGS`, returned once it has registered with the server."""
+        """`atlas agent start ARGS`, returned once it has registered with the server; its
+        Prometheus port is in `metrics_ports`."""
+        extra.setdefault("ATLAS_AGENT_METRICS_PORT", str(free_port()))
         proc = self.procs.start({**self.env, **extra}, "agent", "start", *args)
         self.workers.append(proc)
+        self.metrics_ports[proc.pid] = int(extra["ATLAS_AGENT_METRICS_PORT"])
         wait_for_log(self.procs, proc, REGISTERED, limit_s=START_LIMIT_S)
         return proc
 

@@ -1,0 +1,131 @@
+"""Admission: the load the worker reports and the hard cap its request function keeps.
+
+The request function is exercised with livekit-agents' own JobRequest (its accept/reject
+callbacks are what the worker's connection would send to the server)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from livekit.agents import JobRequest
+from livekit.protocol import agent
+
+from agent.admission import Admission, CpuGauge
+
+THRESHOLD = 0.7  # livekit-server's default agents.target_load
+
+
+class Server:
+    def __init__(self, active: int = 0) -> None:
+        self.active_jobs: list[object] = [object() for _ in range(active)]
+
+
+class Answers:
+    """What the worker would answer the server for each job request."""
+
+    def __init__(self, server: Server, *, assigned: asyncio.Event | None = None) -> None:
+        self.server = server
+        self.accepted: list[str] = []
+        self.rejected: list[str] = []
+        self.assigned = assigned
+
+    def request(self, job_id: str) -> JobRequest:
+        job = agent.Job(id=job_id)
+
+        async def on_reject(terminate: bool) -> None:
+            self.rejected.append(job_id)
+
+        async def on_accept(_args: object) -> None:
+            if self.assigned is not None:  # the server's assignment comes later
+                await self.assigned.wait()
+            self.accepted.append(job_id)
+            self.server.active_jobs.append(object())  # the job is running now
+
+        return JobRequest(job=job, on_reject=on_reject, on_accept=on_accept)  # type: ignore[arg-type]
+
+
+def test_full_reads_exactly_the_threshold_and_never_more() -> None:
+    admission = Admission(max_streams=4, threshold=THRESHOLD)
+    assert admission.load(Server(0)) == 0.0
+    three = admission.load(Server(3))
+    assert three < THRESHOLD
+    assert admission.load(Server(4)) == THRESHOLD
+    assert admission.load(Server(9)) == THRESHOLD
+
+
+async def test_a_fifth_job_is_refused_on_a_four_stream_worker() -> None:
+    """livekit-agents' own estimate (0.7 x 3/4 plus one reserved slot) reads 0.6999... and
+    lets a fifth job through; the request function's count does not."""
+    server = Server(3)
+    admission = Admission(max_streams=4, threshold=THRESHOLD)
+    answers = Answers(server)
+    request = admission.bind(server)
+    await request(answers.request("fourth"))  # type: ignore[misc]
+    await request(answers.request("fifth"))  # type: ignore[misc]
+    assert answers.accepted == ["fourth"] and answers.rejected == ["fifth"]
+
+
+async def test_a_burst_counts_jobs_accepted_but_not_yet_running() -> None:
+    """Six requests at once on a fresh four-stream worker: four accepted, two refused, even
+    though none of the four runs yet when the others are answered."""
+    server = Server(0)
+    assigned = asyncio.Event()
+    admission = Admission(max_streams=4, threshold=THRESHOLD)
+    answers = Answers(server, assigned=assigned)
+    request = admission.bind(server)
+    burst = [asyncio.create_task(request(answers.request(f"job{i}"))) for i in range(6)]  # type: ignore[arg-type]
+    for _ in range(1000):  # every request answers or waits for its assignment
+        if len(answers.rejected) >= 2:
+            break
+        await asyncio.sleep(0)
+    assert sorted(answers.rejected) == ["job4", "job5"]
+    assert admission.load(Server(0)) == THRESHOLD  # four in flight read as full
+    assigned.set()
+    await asyncio.gather(*burst)
+    assert sorted(answers.accepted) == [f"job{i}" for i in range(4)]
+    assert sorted(answers.rejected) == ["job4", "job5"]
+
+
+async def test_an_idle_worker_takes_every_job_it_has_room_for() -> None:
+    server = Server(0)
+    admission = Admission(max_streams=4, threshold=THRESHOLD)
+    answers = Answers(server)
+    request = admission.bind(server)
+    for i in range(4):
+        await request(answers.request(f"job{i}"))  # type: ignore[misc]
+    assert len(answers.accepted) == 4 and answers.rejected == []
+
+
+class FakeProcess:
+    """psutil.Process's two calls the gauge makes, with CPU time we set."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def cpu_times(self) -> object:
+        class Times:
+            user = self.seconds
+            system = 0.0
+
+        return Times()
+
+    def children(self, recursive: bool = False) -> list[object]:
+        return []
+
+
+def test_cpu_runs_out_before_the_streams() -> None:
+    """Two of eight streams taken, but the worker burns 1.9 of its 2 cores: it reads full,
+    and refuses the next job."""
+    now = [0.0]
+    process = FakeProcess()
+    gauge = CpuGauge(cores=2.0, process=process, clock=lambda: now[0])  # type: ignore[arg-type]
+    admission = Admission(max_streams=8, threshold=THRESHOLD, cpu=gauge, cpu_target=0.9)
+    server = Server(2)
+    assert admission.load(server) == pytest.approx(THRESHOLD * 2 / 8)
+    now[0], process.seconds = 10.0, 19.0  # 1.9 cores for 10 s
+    assert admission.load(server) == THRESHOLD
+    assert not admission.has_room()
+    now[0], process.seconds = 20.0, 23.0  # 0.4 cores: streams decide again
+    assert admission.load(server) == pytest.approx(THRESHOLD * 2 / 8)
+    assert admission.has_room()
