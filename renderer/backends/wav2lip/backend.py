@@ -24,7 +24,9 @@ import soxr
 
 from renderer.audio import MouthShape
 from renderer.backends.base import AudioSpan, FrameAudio, PreparedFace
+from renderer.backends.wav2lip.batching import BatchLoop
 from renderer.backends.wav2lip.engine import (
+    FrameRequest,
     NeuralSettings,
     Wav2LipEngine,
     acquire_engine,
@@ -230,6 +232,11 @@ class Wav2LipBackend:
     @property
     def audio_span(self) -> AudioSpan:
         return self._span
+
+    @property
+    def batch_loop(self) -> BatchLoop[FrameRequest, np.ndarray]:
+        """The loop that batches this backend's frames with every other stream's."""
+        return self.engine.loop
 
     def prepare(self, face: FaceAsset) -> Wav2LipFace:
         return prepare_wav2lip_face(face, self.engine.face_size)
