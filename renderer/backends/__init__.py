@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from renderer.backends.base import AudioBackend, Backend
+from renderer.backends.base import AudioBackend, Backend, BatchingBackend
 from renderer.options import RendererOptions
 
 
@@ -18,4 +18,4 @@ def create_backend(options: RendererOptions) -> Backend:
     raise ValueError(f"unknown renderer backend {options.backend!r}")
 
 
-__all__ = ["AudioBackend", "Backend", "create_backend"]
+__all__ = ["AudioBackend", "Backend", "BatchingBackend", "create_backend"]

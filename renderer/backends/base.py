@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from renderer.audio import MouthShape
 from renderer.face import FaceAsset
+
+if TYPE_CHECKING:
+    from renderer.backends.wav2lip.batching import BatchLoop
 
 
 class PreparedFace(Protocol):
@@ -78,3 +81,12 @@ class AudioBackend(Backend, Protocol):
     ) -> np.ndarray:
         """Like render(); `audio` is None on idle frames (no speech queued)."""
         ...
+
+
+@runtime_checkable
+class BatchingBackend(Protocol):
+    """A backend whose frames run through one inference loop shared by every stream of the
+    process: `batch_loop.stats()` and `batch_loop.on_batch` show how well they batch."""
+
+    @property
+    def batch_loop(self) -> BatchLoop[Any, Any]: ...

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from renderer.backends.wav2lip import batching
-from renderer.backends.wav2lip.batching import BatchLoop, BatchPolicy, LoopClosedError
+from renderer.backends.wav2lip.batching import BatchLoop, BatchPolicy, BatchStats, LoopClosedError
 from renderer.backends.wav2lip.engine import Wav2LipEngine
 from tests.renderer.wav2lip_support import (
     wav2lip_engine_fixture,  # noqa: F401 (fixture)
@@ -168,3 +168,74 @@ def test_concurrent_streams_get_their_own_frames_from_the_real_model(
         assert np.abs(np.stack(got[s]) - expected[s]).max() < 1e-4
     ran = wav2lip_engine.loop.batches - before
     assert ran < streams * frames, "frames of different streams shared inference calls"
+
+
+class Gated:
+    """run_batch that holds its first batch until released, so later requests pile up behind
+    it and the next batch's make-up is known exactly, whatever the machine's speed."""
+
+    def __init__(self) -> None:
+        self.running, self.gate = threading.Event(), threading.Event()
+        self.sizes: list[int] = []
+
+    def __call__(self, items: Sequence[int]) -> list[int]:
+        self.sizes.append(len(items))
+        self.running.set()
+        assert self.gate.wait(HANG_GUARD_S)
+        if any(i < 0 for i in items):
+            raise ValueError("bad frame")
+        return [i * 2 for i in items]
+
+    def held(self, loop: BatchLoop[int, int], first: int) -> Future[int]:
+        """Submit `first` and return once it runs (and blocks)."""
+        future = loop.submit(first)
+        assert self.running.wait(HANG_GUARD_S)
+        return future
+
+
+def test_stats_count_batches_by_size_and_the_observer_sees_each() -> None:
+    gated = Gated()
+    loop: BatchLoop[int, int] = BatchLoop(gated, policy=BatchPolicy(max_batch=3, max_wait_s=0))
+    seen: list[tuple[int, float]] = []
+    loop.on_batch = lambda size, seconds: seen.append((size, seconds))
+    first = gated.held(loop, 1)
+    queued = [loop.submit(i) for i in (2, 3, 4)]  # one full batch behind the held one
+    gated.gate.set()
+    assert [f.result(timeout=HANG_GUARD_S) for f in (first, *queued)] == [2, 4, 6, 8]
+    loop.close()
+    stats = loop.stats()
+    assert (stats.batches, stats.items, stats.sizes, stats.failed) == (2, 4, {1: 1, 3: 1}, 0)
+    assert stats.mean_size == 2.0 and stats.size_quantile(0.5) == 1
+    assert stats.size_quantile(1.0) == 3
+    assert [size for size, _ in seen] == [1, 3]
+    assert all(s >= 0 for _, s in seen) and stats.run_s == pytest.approx(sum(s for _, s in seen))
+    assert stats.since(BatchStats(batches=1, items=1, sizes={1: 1})).sizes == {3: 1}
+
+
+def test_a_failing_observer_does_not_stop_the_loop() -> None:
+    loop: BatchLoop[int, int] = BatchLoop(lambda items: [i + 1 for i in items])
+
+    def broken(size: int, seconds: float) -> None:
+        raise RuntimeError("metrics down")
+
+    loop.on_batch = broken
+    assert [loop.submit(i).result(timeout=HANG_GUARD_S) for i in range(3)] == [1, 2, 3]
+    loop.close()
+    assert loop.stats().items == 3
+
+
+def test_a_bad_request_fails_alone_and_its_batch_mates_get_their_results() -> None:
+    gated = Gated()
+    loop: BatchLoop[int, int] = BatchLoop(gated, policy=BatchPolicy(max_batch=3, max_wait_s=0))
+    first = gated.held(loop, 1)
+    good, bad, other = loop.submit(5), loop.submit(-1), loop.submit(7)  # batched together
+    gated.gate.set()
+    assert first.result(timeout=HANG_GUARD_S) == 2
+    assert good.result(timeout=HANG_GUARD_S) == 10
+    assert other.result(timeout=HANG_GUARD_S) == 14
+    with pytest.raises(ValueError, match="bad frame"):
+        bad.result(timeout=HANG_GUARD_S)
+    loop.close()
+    assert gated.sizes == [1, 3, 1, 1, 1]  # the failed batch of 3, then each alone
+    stats = loop.stats()
+    assert (stats.failed, stats.sizes) == (2, {1: 3})

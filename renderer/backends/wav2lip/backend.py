@@ -24,7 +24,9 @@ import soxr
 
 from renderer.audio import MouthShape
 from renderer.backends.base import AudioSpan, FrameAudio, PreparedFace
+from renderer.backends.wav2lip.batching import BatchLoop
 from renderer.backends.wav2lip.engine import (
+    FrameRequest,
     NeuralSettings,
     Wav2LipEngine,
     acquire_engine,
@@ -62,6 +64,7 @@ class Wav2LipFace:
     alpha: np.ndarray  # (h, w) float32 paste mask over the box, exactly 0 outside its support
     paste: tuple[int, int, int, int]  # x0, y0, x1, y1 (box coordinates) of the mask's support
     stats: np.ndarray  # (h, w) bool: where colour is matched (mask minus the lips)
+    stats_mask: np.ndarray  # the same, uint8 and cut to `paste` (it lies inside), for cv2.mean
 
 
 def crop_box(face: FaceAsset) -> tuple[int, int, int, int]:
@@ -134,6 +137,7 @@ def prepare_wav2lip_face(face: FaceAsset, size: int) -> Wav2LipFace:
     if rows.size == 0:
         raise ModelError("the face is too small for the wav2lip paste mask")
     paste = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+    px0, py0, px1, py1 = paste
     return Wav2LipFace(
         face=face,
         box=box,
@@ -141,11 +145,16 @@ def prepare_wav2lip_face(face: FaceAsset, size: int) -> Wav2LipFace:
         alpha=alpha,
         paste=paste,
         stats=stats,
+        stats_mask=np.ascontiguousarray(stats[py0:py1, px0:px1], dtype=np.uint8),
     )
 
 
 def paste_back(prepared: Wav2LipFace, generated_bgr: np.ndarray) -> np.ndarray:
-    """A new frame: the photo with the model's (3, S, S) BGR [0, 1] output blended in."""
+    """A new frame: the photo with the model's (3, S, S) BGR [0, 1] output blended in.
+
+    Per frame work stays inside the mask's rectangle (the colour statistics lie inside it too):
+    with many sessions in one process this runs once per frame per session.
+    """
     frame = prepared.face.image.copy()
     x0, y0, x1, y1 = prepared.box
     rgb = generated_bgr.transpose(1, 2, 0)[..., ::-1] * np.float32(255.0)
@@ -154,16 +163,19 @@ def paste_back(prepared: Wav2LipFace, generated_bgr: np.ndarray) -> np.ndarray:
         (x1 - x0, y1 - y0),
         interpolation=cv2.INTER_CUBIC,
     )
-    crop = frame[y0:y1, x0:x1].astype(np.float32)
-    stats = prepared.stats
-    shift = crop[stats].mean(axis=0) - grown[stats].mean(axis=0)  # colour match, per channel
     px0, py0, px1, py1 = prepared.paste
-    a = prepared.alpha[py0:py1, px0:px1, None]
-    under = crop[py0:py1, px0:px1]
-    blended = under + a * (grown[py0:py1, px0:px1] + shift - under)
-    frame[y0 + py0 : y0 + py1, x0 + px0 : x0 + px1] = np.clip(np.rint(blended), 0, 255).astype(
-        np.uint8
-    )
+    region = (slice(y0 + py0, y0 + py1), slice(x0 + px0, x0 + px1))
+    under = frame[region]
+    generated = grown[py0:py1, px0:px1]
+    mask = prepared.stats_mask
+    # colour match, per channel: the photo's mean minus the model's, where the skin is compared
+    shift = np.subtract(cv2.mean(under, mask=mask)[:3], cv2.mean(generated, mask=mask)[:3])
+    below = under.astype(np.float32)
+    blended = generated + shift.astype(np.float32)
+    blended -= below
+    blended *= prepared.alpha[py0:py1, px0:px1, None]
+    blended += below
+    frame[region] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
     return frame
 
 
@@ -230,6 +242,11 @@ class Wav2LipBackend:
     @property
     def audio_span(self) -> AudioSpan:
         return self._span
+
+    @property
+    def batch_loop(self) -> BatchLoop[FrameRequest, np.ndarray]:
+        """The loop that batches this backend's frames with every other stream's."""
+        return self.engine.loop
 
     def prepare(self, face: FaceAsset) -> Wav2LipFace:
         return prepare_wav2lip_face(face, self.engine.face_size)
