@@ -29,6 +29,7 @@ class WorkerMetrics:
     audio_underruns: Counter
     batch_size: Histogram
     batch_seconds: Histogram
+    models_loaded: Gauge
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
@@ -64,5 +65,9 @@ def worker_metrics() -> WorkerMetrics:
         ),
         batch_seconds=Histogram(
             "atlas_agent_batch_seconds", "Time to run one inference batch", buckets=_FRAME_BUCKETS
+        ),
+        models_loaded=Gauge(
+            "atlas_agent_models_loaded",
+            "Models this process has loaded (landmarker, render backend, Silero VAD)",
         ),
     )

@@ -17,7 +17,8 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
-from renderer.backends import Backend, create_backend
+from agent.metrics import worker_metrics
+from renderer.backends import Backend, BatchingBackend, create_backend
 from renderer.landmarks import shared_landmarker
 from renderer.options import RendererOptions
 
@@ -46,7 +47,10 @@ class ProcessModels:
             started = time.monotonic()
             shared_landmarker()
             self._backend = create_backend(self.options)
+            if isinstance(self._backend, BatchingBackend):  # every session's frames, batched
+                self._backend.batch_loop.on_batch = worker_metrics().observe_batch
             self.loads += 2
+            worker_metrics().models_loaded.set(self.loads)
             logger.info(
                 "models loaded",
                 extra={
@@ -71,6 +75,7 @@ class ProcessModels:
 
                     self._vad = silero.VAD.load()
                     self.loads += 1
+                    worker_metrics().models_loaded.set(self.loads)
                 except Exception:
                     self._vad_failed = True
                     logger.warning("silero VAD could not be loaded; conversation turns use the STT")

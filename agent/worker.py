@@ -236,11 +236,14 @@ class _Job:
             raise JobFailed("face_fetch_failed", "The face image could not be fetched.") from exc
         except RendererInputError as exc:
             raise JobFailed("face_unusable", f"The face image cannot be used: {exc}") from exc
-        generator = LipSyncVideoGenerator(
-            face=face,
-            options=options,
-            backend=self._models().backend,  # the process's: batches across its sessions
-            metrics=worker_metrics(),
+        # built off the loop: the backend's per-face work (~50-200 ms) would block it
+        generator = await asyncio.to_thread(
+            lambda: LipSyncVideoGenerator(
+                face=face,
+                options=options,
+                backend=self._models().backend,  # the process's: batches across its sessions
+                metrics=worker_metrics(),
+            )
         )
         self._closers.append(generator.aclose)
 
@@ -315,7 +318,13 @@ class _Job:
             reporter=self._reporter,
         )
         self._session = session
-        await session.run()
+        metrics = worker_metrics()
+        metrics.sessions_live.inc()
+        try:
+            summary = await session.run()
+            metrics.sessions_ended.labels(reason=summary.reason).inc()
+        finally:
+            metrics.sessions_live.dec()
 
     def _models(self) -> ProcessModels:
         models = self.ctx.proc.userdata.get("models")

@@ -104,8 +104,11 @@ class Settings(BaseSettings):
     realtime_reconcile_rooms_per_sweep: int = Field(default=16, ge=1)
     # a create waits this long for an avatar worker to join the room, then answers no_capacity
     realtime_join_timeout_s: float = Field(default=15.0, gt=0)
-    # a dispatch no worker took by then is made again (past livekit-agents' 2.5 s load report)
-    realtime_redispatch_after_s: float = Field(default=3.0, gt=0)
+    # a dispatch no worker took by then is made again: LiveKit drops a job it offered while no
+    # worker could take it (none registered yet). Twice livekit-server's 3 s job-request
+    # deadline: before that a worker may still be answering, and deleting the dispatch then
+    # would end a job just assigned.
+    realtime_redispatch_after_s: float = Field(default=6.0, gt=0)
     realtime_start_timeout_s: float = 60.0  # a create that never finished is failed after this
 
     @model_validator(mode="after")

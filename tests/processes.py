@@ -61,10 +61,14 @@ class Procs:
         self.running: list[subprocess.Popen[bytes]] = []
         self.logs: dict[int, Path] = {}
 
-    def start(self, env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    def start(
+        self, env: dict[str, str], *args: str, command: list[str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """`atlas ARGS` (or `command ARGS`), its output logged to a file."""
         log_path = self.tmp / f"{args[0]}-{len(self.running)}.log"
+        argv = [*(command or ATLAS), *args]
         with log_path.open("wb") as log:
-            proc = subprocess.Popen([*ATLAS, *args], env=env, stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.running.append(proc)
         self.logs[proc.pid] = log_path
         return proc

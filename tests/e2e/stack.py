@@ -80,11 +80,13 @@ class Stack:
     metrics_ports: dict[int, int] = field(default_factory=dict)
 
     # -- processes ---------------------------------------------------------------------------
-    def start_worker(self, *args: str, **extra: str) -> subprocess.Popen[bytes]:
-        """`atlas agent start ARGS`, returned once it has registered with the server; its
-        Prometheus port is in `metrics_ports`."""
+    def start_worker(
+        self, *args: str, command: list[str] | None = None, **extra: str
+    ) -> subprocess.Popen[bytes]:
+        """`atlas agent start ARGS` (or `command agent start ARGS`), returned once it has
+        registered with the server; its Prometheus port is in `metrics_ports`."""
         extra.setdefault("ATLAS_AGENT_METRICS_PORT", str(free_port()))
-        proc = self.procs.start({**self.env, **extra}, "agent", "start", *args)
+        proc = self.procs.start({**self.env, **extra}, "agent", "start", *args, command=command)
         self.workers.append(proc)
         self.metrics_ports[proc.pid] = int(extra["ATLAS_AGENT_METRICS_PORT"])
         wait_for_log(self.procs, proc, REGISTERED, limit_s=START_LIMIT_S)
@@ -92,6 +94,17 @@ class Stack:
 
     def log(self, proc: subprocess.Popen[bytes]) -> str:
         return self.procs.log(proc)
+
+    def metrics(self, proc: subprocess.Popen[bytes]) -> dict[str, float]:
+        """The worker's Prometheus samples, by name with labels (`name{label="v"}`)."""
+        port = self.metrics_ports[proc.pid]
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        samples = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
 
     def stop(self) -> None:
         self.procs.stop_all()
