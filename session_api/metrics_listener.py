@@ -24,6 +24,7 @@ logger = logging.getLogger("session_api")
 
 Refresh = Callable[[], Coroutine[Any, Any, None]]
 REFRESH_TIMEOUT_S = 5.0
+METRICS_PATH = "/metrics"
 
 
 class _Server(socketserver.ThreadingMixIn, WSGIServer):
@@ -66,7 +67,7 @@ def _metrics_app(
     metrics: Metrics, refresh: Refresh, loop: asyncio.AbstractEventLoop
 ) -> Callable[..., Iterable[bytes]]:
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") != "/metrics":
+        if environ.get("PATH_INFO") != METRICS_PATH:
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [b"not found\n"]
         future = asyncio.run_coroutine_threadsafe(refresh(), loop)
