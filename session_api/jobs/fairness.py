@@ -65,16 +65,14 @@ def _rank(
     return (running, served is not None, served or waiting, waiting)
 
 
-async def position_in_order(
-    session: AsyncSession, now: datetime, job_id: str, *, per_key_cap: int | None
-) -> int:
+async def position_in_order(session: AsyncSession, now: datetime, job_id: str) -> int:
     """How many pending jobs next_key() will start before `job_id` (0: it starts next).
 
     Replays the scheduler over the pending jobs: each pick starts a key's oldest pending job,
-    which adds one to the key's processing count and makes it the key served last. The per-key
-    cap only makes a key wait for its own jobs to finish, which leaves this order as it is.
+    which adds one to the key's processing count and makes it the key served last. The replay
+    leaves out the per-key cap and jobs finishing: a key at its cap has the most jobs processing
+    and ranks behind the others anyway, so the order they would change is seldom reached.
     """
-    del per_key_cap  # see above: waiting at the cap does not reorder the keys' turns
     pending: dict[int, list[tuple[datetime, str]]] = {}
     rows = await session.execute(
         select(Job.key_id, Job.created_at, Job.id)

@@ -158,9 +158,7 @@ class JobQueue:
         if job.status != "pending":
             return 0
         async with self.db.session() as session:
-            return await position_in_order(
-                session, self.clock(), job.id, per_key_cap=self.per_key_concurrency
-            )
+            return await position_in_order(session, self.clock(), job.id)
 
     async def depth(self) -> dict[str, int]:
         async with self.db.session() as session:

@@ -1,26 +1,19 @@
-"""Spec and HTTP details: max_duration_seconds takes a JSON integer or ASCII digits only, HEAD
-works wherever GET does, and queue_position follows the fair scheduler's order."""
+"""Spec and HTTP details: max_duration_seconds takes a JSON integer or ASCII digits only, and
+HEAD works wherever GET does (queue_position: test_queue_position.py)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from session_api.auth import create_key
 from session_api.config import Settings
-from session_api.db.migrate import upgrade
-from session_api.db.session import Database
-from session_api.jobs.queue import JobQueue
 from session_api.schemas import whole_seconds
 from tests.fake_clock import FakeClock
 
 from .api_support import Api, auth
 from .test_api_errors import assert_error
-from .test_queue import add_jobs
-from .test_queue_fairness import finish
 
 
 @pytest.fixture
@@ -91,60 +84,3 @@ async def test_head_answers_wherever_get_does(api_rt: Api) -> None:
     # a POST-only path still refuses HEAD
     refused = await api_rt.client.head("/v1/generate", headers=auth(key.key))
     assert refused.status_code == 405
-
-
-# --- queue_position ----------------------------------------------------------------------------
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(url=f"sqlite+aiosqlite:///{tmp_path / 'queue.db'}")
-    await upgrade(database)
-    try:
-        yield database
-    finally:
-        await database.aclose()
-
-
-async def test_queue_position_is_the_order_jobs_will_run_in(db: Database) -> None:
-    clock = FakeClock()
-    queue = JobQueue(db=db, clock=clock, per_key_concurrency=4)
-    a, b, c = [await create_key(db, name=n) for n in "abc"]
-    # a's backlog arrives first, then b's and c's: arrival order would put b and c last
-    a_jobs = sorted(await add_jobs(queue, a.id, 4))
-    clock.advance(1)
-    b_jobs = sorted(await add_jobs(queue, b.id, 2))
-    clock.advance(1)
-    [c_job] = await add_jobs(queue, c.id, 1)
-    clock.advance(1)
-
-    async def position(job_id: str) -> int:
-        job = await queue.get(job_id, key_id=(await _key_of(db, job_id)))
-        assert job is not None
-        return await queue.queue_position(job)
-
-    pending = [*a_jobs, *b_jobs, c_job]
-    positions = {job_id: await position(job_id) for job_id in pending}
-    assert sorted(positions.values()) == list(range(len(pending)))
-    predicted = sorted(pending, key=positions.__getitem__)
-    assert positions[b_jobs[0]] == 1 and positions[c_job] == 2  # not 4 and 6
-
-    # One worker slot takes them one by one: exactly in that order.
-    ran = []
-    for _ in pending:
-        claimed = await queue.claim("w")
-        assert claimed is not None
-        ran.append(claimed.id)
-        clock.advance(1)
-        await finish(queue, claimed.id, "w")
-        clock.advance(1)
-    assert ran == predicted
-
-
-async def _key_of(db: Database, job_id: str) -> int:
-    from sqlalchemy import select
-
-    from session_api.db.models import Job
-
-    async with db.session() as session:
-        key_id = await session.scalar(select(Job.key_id).where(Job.id == job_id))
-    assert key_id is not None
-    return int(key_id)
