@@ -32,7 +32,10 @@ AGENT_NAME = "atlas-avatar"
 
 
 class AgentSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ATLAS_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a validation error never echoes the values it was given (API keys).
+    model_config = SettingsConfigDict(
+        env_prefix="ATLAS_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     # The name the worker registers under (explicit dispatch); the API's
     # ATLAS_REALTIME_AGENT_NAME must match it.

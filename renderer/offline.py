@@ -7,6 +7,7 @@ whatever the file's length.
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -175,9 +176,13 @@ def render_file(
     on_progress: ProgressCallback | None = None,
     backend: Backend | None = None,
     sample_frames: int = 0,
+    max_duration_s: float | None = None,
 ) -> RenderResult:
-    """Render `audio` spoken by `face` into `out` (MP4). Raises AudioDecodeError on bad audio."""
+    """Render `audio` spoken by `face` into `out` (MP4). Raises AudioDecodeError on bad audio,
+    and on audio that runs past `max_duration_s` (whatever its header declared)."""
     options = options or RendererOptions()
+    # the final frame may be padded: one frame past the duration is still within it
+    max_frames = None if max_duration_s is None else math.ceil(max_duration_s * options.fps) + 1
     started = time.perf_counter()
     expected = probe_audio(audio)
     expected_frames = max(1, round((expected or 0) * options.fps))
@@ -197,6 +202,7 @@ def render_file(
                     Mp4Writer(out, width=width, height=height, options=options)
                 )
             while (frame := renderer.pull()) is not None:
+                _refuse_past(max_frames, frames, max_duration_s)
                 frames, samples = _write(writer, frame, frames, samples, picks, kept)
                 if on_progress and frames % options.fps == 0:
                     on_progress(min(frames / expected_frames, 0.99))
@@ -204,6 +210,7 @@ def render_file(
             raise AudioDecodeError("audio is empty")
         renderer.flush()
         while (frame := renderer.pull()) is not None:
+            _refuse_past(max_frames, frames, max_duration_s)
             frames, samples = _write(writer, frame, frames, samples, picks, kept)
         writer.close()
         writer = None
@@ -221,6 +228,11 @@ def render_file(
         elapsed_s=time.perf_counter() - started,
         sample_frames=kept,
     )
+
+
+def _refuse_past(max_frames: int | None, frames: int, max_duration_s: float | None) -> None:
+    if max_frames is not None and frames >= max_frames:
+        raise AudioDecodeError(f"audio is longer than the {max_duration_s:g} s limit")
 
 
 def _write(

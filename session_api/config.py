@@ -16,7 +16,10 @@ _PLACEHOLDERS = frozenset({"", DEV_SECRET, "change-me", "changeme", "secret", "C
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ATLAS_", extra="ignore", populate_by_name=True)
+    # hide_input_in_errors: a validation error never echoes the values it was given (secrets).
+    model_config = SettingsConfigDict(
+        env_prefix="ATLAS_", extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     env: Literal["dev", "prod"] = "dev"
     data_dir: Path = Path("./atlas-data")
@@ -27,10 +30,17 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     public_url: str = "http://127.0.0.1:8000"
     # Unset: a random secret kept in <data dir>/secret_key (session_api.datadir) signs links.
-    secret_key: str = DEV_SECRET
+    secret_key: SecretStr = SecretStr(DEV_SECRET)
+    # /metrics is served only on this separate port (session_api.metrics_listener), for the
+    # scraper; unset, no metrics are served. ATLAS_METRICS_HOST: the address it listens on.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
 
     # Offline jobs (docs/architecture.md, "Offline jobs: the queue")
     max_upload_bytes: int = 50 * 1024 * 1024
+    # Audio is refused at submit when it lasts longer (declared or decoded) or is sampled below
+    # 8 kHz; the renderer stops at this length too (session_api.media, renderer.offline).
+    max_audio_seconds: float = Field(default=600.0, gt=0)
     # 150 MB slots of photo decoding per API process; a big photo takes two (session_api.media).
     image_decode_concurrency: int = Field(default=2, ge=1)
     # An upload whose client sends nothing for this long, or takes longer in all, is dropped.
@@ -113,9 +123,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> Settings:
-        if self.env != "dev" and self.secret_key.strip() in _PLACEHOLDERS:
+        secret = self.secret_key.get_secret_value()
+        if self.env != "dev" and secret.strip() in _PLACEHOLDERS:
             raise ValueError("ATLAS_SECRET_KEY must be set to a real secret outside dev")
-        if self.env != "dev" and len(self.secret_key) < 16:
+        if self.env != "dev" and len(secret) < 16:
             raise ValueError("ATLAS_SECRET_KEY must be at least 16 characters outside dev")
         return self
 

@@ -15,6 +15,7 @@ import secrets
 import stat
 from pathlib import Path
 
+from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 
 from session_api.config import Settings
@@ -37,7 +38,8 @@ def prepare_data_dir(settings: Settings) -> Settings:
         create_private_file(sqlite_file)
     if explicit_secret:
         return settings
-    return settings.model_copy(update={"secret_key": load_or_create_secret(settings.data_dir)})
+    secret = SecretStr(load_or_create_secret(settings.data_dir))
+    return settings.model_copy(update={"secret_key": secret})
 
 
 def make_private_dir(path: Path) -> None:

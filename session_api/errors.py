@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 logger = logging.getLogger("session_api")
 
@@ -219,6 +220,20 @@ async def _dependency_down(_: Request, exc: Exception) -> JSONResponse:
     return error_response(503, TemporarilyUnavailable.code, TemporarilyUnavailable.default_message)
 
 
+async def _client_gone(request: Request, exc: Exception) -> JSONResponse:
+    # The client closed the connection mid-body: nothing to fix and nobody to answer. One line,
+    # no traceback; the answer below is never read.
+    logger.info("client disconnected", extra={"method": request.method, "path": request.url.path})
+    return error_response(400, "bad_request", "The client disconnected.")
+
+
+async def _too_deep(_: Request, exc: Exception) -> JSONResponse:
+    # A parser that recursed once per nesting level (JSON from a client, a token): the input's
+    # fault. Bodies the routes read are depth-checked first (session_api.json_limits).
+    logger.info("request nested too deeply")
+    return error_response(422, ValidationFailed.code, "The request nests too deeply.")
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error", extra={"error_type": type(exc).__name__})
     return error_response(500, "internal_error", "Unexpected server error.")
@@ -228,6 +243,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
+    app.add_exception_handler(RecursionError, _too_deep)
     app.add_exception_handler(SQLAlchemyError, _dependency_down)
     app.add_exception_handler(OSError, _dependency_down)
     app.add_exception_handler(Exception, _unexpected)

@@ -21,6 +21,7 @@ import httpx
 from renderer.image_io import sniff_image_format
 from renderer.options import RendererOptions
 from session_api.errors import InvalidFaceUrl, InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from session_api.fetch import FetchTimedOut, deadline
 from session_api.media import MediaRejected, MediaUnsupported, check_image_bounded
 from session_api.ssrf import (
     MAX_REDIRECTS,
@@ -76,6 +77,7 @@ class FaceFetcher:
         resolver: Resolver = system_resolver,
     ) -> None:
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
         self.allow = parse_networks(allow_networks)
         self.resolver = resolver
         verify: ssl.SSLContext | bool = True
@@ -86,7 +88,17 @@ class FaceFetcher:
         )
 
     async def fetch(self, url: str, dest: Path) -> int:
-        """Save the image at `url` to `dest`; returns its size. Raises 400/413 ApiErrors."""
+        """Save the image at `url` to `dest`; returns its size. Raises 400/413 ApiErrors.
+
+        The whole fetch, redirects and body included, has `timeout_s` in all.
+        """
+        try:
+            async with deadline(self.timeout_s):
+                return await self._fetch(url, dest)
+        except FetchTimedOut as exc:
+            raise InvalidFaceUrl(f"face_url took longer than {self.timeout_s:g} s.") from exc
+
+    async def _fetch(self, url: str, dest: Path) -> int:
         headers = {"User-Agent": "atlas-faces/1", "Accept": "image/png,image/jpeg,image/webp"}
         for _ in range(MAX_REDIRECTS + 1):
             try:

@@ -10,6 +10,7 @@ import math
 import weakref
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from renderer.errors import RendererInputError, UnsupportedMediaError
 from renderer.face import FaceAsset
@@ -45,33 +46,57 @@ def sniff_audio_format(head: bytes) -> str | None:
     return None
 
 
-def check_audio(path: Path) -> float:
-    """Decode the start of the file; returns the duration in seconds (0.0 if unknown).
+MIN_SAMPLE_RATE = 8000  # Hz: below it there is no speech to see, only a long file
 
-    Blocking (PyAV): call it in a thread.
+
+def check_audio(path: Path, *, max_seconds: float) -> float:
+    """Decode the audio, up to `max_seconds` of it; returns its duration in seconds.
+
+    Refused (MediaRejected): no audio stream, no samples, a sample rate under 8 kHz, a declared
+    duration past `max_seconds`, or more than `max_seconds` decoded, whatever the header says
+    (a low-bitrate MP3, or a WAV whose header lies, decodes to far more than it declares).
+    Decoding stops at the limit, so the work is bounded by it. Blocking (PyAV): call it in a
+    thread.
     """
     import av
 
+    too_long = MediaRejected(f"audio is longer than the {max_seconds:g} s limit")
     try:
         with av.open(str(path), mode="r") as container:
             if not container.streams.audio:
                 raise MediaRejected("audio file has no audio stream")
             stream = container.streams.audio[0]
-            samples = 0
+            _check_rate(stream.rate or stream.codec_context.sample_rate)
+            if _declared_seconds(container, stream) > max_seconds:
+                raise too_long
+            seconds = 0.0
             for frame in container.decode(stream):
-                samples += frame.samples
-                if samples >= 1024:
-                    break
-            if samples == 0:
+                _check_rate(frame.sample_rate)
+                seconds += frame.samples / frame.sample_rate
+                if seconds > max_seconds:
+                    raise too_long
+            if seconds == 0:
                 raise MediaRejected("audio file contains no samples")
-            duration = 0.0
-            if container.duration is not None:
-                duration = container.duration / 1_000_000
-            return duration
+            return seconds
     except MediaRejected:
         raise
     except (av.error.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
         raise MediaRejected("audio file could not be decoded") from exc
+
+
+def _check_rate(rate: int | None) -> None:
+    if not rate or rate < MIN_SAMPLE_RATE:
+        raise MediaRejected(f"audio must be sampled at {MIN_SAMPLE_RATE // 1000} kHz or more")
+
+
+def _declared_seconds(container: Any, stream: Any) -> float:
+    """The longest duration the file declares (0.0 when it declares none)."""
+    declared = 0.0
+    if stream.duration and stream.time_base:
+        declared = float(stream.duration * stream.time_base)
+    if container.duration:
+        declared = max(declared, container.duration / 1_000_000)
+    return declared
 
 
 # A photo check takes one slot per this much of its peak memory (see decode_peak_bytes).

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from pydantic import BaseModel
+
+_ASCII_DIGITS = re.compile(r"[0-9]+")
 
 
 def iso_z(value: datetime | None) -> str | None:
@@ -19,6 +22,18 @@ def iso_offset(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.astimezone(UTC).replace(microsecond=0).isoformat()
+
+
+def whole_seconds(value: object) -> int | None:
+    """A JSON integer, or a string of ASCII digits only (a form field); None for anything else.
+
+    int() alone takes "٣٠" (Arabic-Indic digits), "1_000" and " 60 ".
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and _ASCII_DIGITS.fullmatch(value):
+        return int(value)
+    return None
 
 
 class JobAccepted(BaseModel):

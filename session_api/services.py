@@ -110,6 +110,7 @@ def build_worker(services: Services, *, render: RenderFn | None = None) -> JobWo
         render=render,
         metrics=services.metrics,
         work_dir=services.upload_dir,
+        max_audio_s=s.max_audio_seconds,
     )
 
 
@@ -149,7 +150,7 @@ async def open_services(
             per_key_concurrency=settings.queue_per_key_concurrency,
         ),
         metrics=metrics or Metrics(),
-        signer=UrlSigner(settings.secret_key.encode()),
+        signer=UrlSigner(settings.secret_key.get_secret_value().encode()),
         upload_dir=upload_dir,
         options=renderer_options(),
     )

@@ -207,5 +207,5 @@ def create_storage(settings: Settings) -> Storage:
     return LocalStorage(
         root=Path(parts.path),
         public_url=settings.public_url,
-        signer=UrlSigner(settings.secret_key.encode()),
+        signer=UrlSigner(settings.secret_key.get_secret_value().encode()),
     )

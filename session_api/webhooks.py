@@ -3,7 +3,7 @@
 A delivery is a row written in the same transaction that finishes the job, so it survives a
 restart. Each attempt and each redirect goes through session_api.ssrf.send_pinned (public
 addresses only, checked after DNS, the connection pinned to the checked address). Attempts time
-out after 10 s and are retried after 5, 30 and 120 s.
+out after 10 s in all (redirects included) and are retried after 5, 30 and 120 s.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from sqlalchemy import func, or_, select
 from session_api.clock import Clock, utcnow
 from session_api.db.models import ApiKey, Job, WebhookDelivery
 from session_api.db.session import Database
+from session_api.fetch import FetchTimedOut, deadline
 from session_api.schemas import iso_offset
 from session_api.ssrf import (
     MAX_REDIRECTS,
@@ -92,6 +93,7 @@ class WebhookSender:
         lease_s: float = 60.0,
     ) -> None:
         self.db = db
+        self.timeout_s = timeout_s
         self.retry_delays = tuple(retry_delays_s)
         self.allow = parse_networks(allow_networks)
         self.resolver = resolver
@@ -178,6 +180,14 @@ class WebhookSender:
         )
 
     async def attempt(self, url: str, body: str, secret: str) -> AttemptOutcome:
+        """One delivery attempt, redirects included, within `timeout_s` in all."""
+        try:
+            async with deadline(self.timeout_s):
+                return await self._attempt(url, body, secret)
+        except FetchTimedOut:
+            return AttemptOutcome(False, False, "timed out")
+
+    async def _attempt(self, url: str, body: str, secret: str) -> AttemptOutcome:
         timestamp = int(self.clock().timestamp())
         headers = {
             "Content-Type": "application/json",

@@ -10,6 +10,7 @@ and unfinished, however fast or slow the machine renders.
 
 from __future__ import annotations
 
+import functools
 import signal
 import subprocess
 import sys
@@ -89,7 +90,11 @@ def main() -> int:
     from session_api.jobs import worker
 
     real = offline.render_file
-    worker.default_render = lambda: gated(real, gate)  # type: ignore[assignment]
+
+    def default_render(max_audio_s: float | None = None) -> Any:
+        return gated(functools.partial(real, max_duration_s=max_audio_s), gate)
+
+    worker.default_render = default_render
     from atlas.cli import main as atlas_main
 
     return atlas_main(sys.argv[2:])

@@ -20,14 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from session_api.clock import Clock, utcnow
 from session_api.db.models import Job, KeyUsage, WebhookDelivery
 from session_api.db.session import Database
 from session_api.errors import MonthlyCapExceeded
-from session_api.jobs.fairness import next_key
+from session_api.jobs.fairness import next_key, position_in_order
 
 FAILED_MESSAGE = "Processing failed. Please try again."
 # One compiled statement for the hottest read (GET /v1/jobs/{id}); the id is a bound parameter.
@@ -154,23 +154,11 @@ class JobQueue:
         return list(rows.scalars()), int(count or 0)
 
     async def queue_position(self, job: Job) -> int:
-        """Pending jobs ahead of this one (0 once it is no longer pending)."""
+        """Pending jobs the fair scheduler will start before this one (0 once not pending)."""
         if job.status != "pending":
             return 0
-        ahead = await self.db.read(
-            lambda conn: conn.scalar(
-                select(func.count())
-                .select_from(Job)
-                .where(
-                    Job.status == "pending",
-                    or_(
-                        Job.created_at < job.created_at,
-                        and_(Job.created_at == job.created_at, Job.id < job.id),
-                    ),
-                )
-            )
-        )
-        return int(ahead or 0)
+        async with self.db.session() as session:
+            return await position_in_order(session, self.clock(), job.id)
 
     async def depth(self) -> dict[str, int]:
         async with self.db.session() as session:

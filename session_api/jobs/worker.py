@@ -11,6 +11,7 @@ the rest back to the queue (pending again, the attempt not counted) so another w
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -81,10 +82,11 @@ class _Progress:
             raise JobTimedOut()
 
 
-def default_render() -> RenderFn:
+def default_render(max_audio_s: float | None = None) -> RenderFn:
+    """renderer.offline.render_file, stopping at `max_audio_s` of audio (the submit limit)."""
     from renderer.offline import render_file
 
-    render: RenderFn = render_file
+    render: RenderFn = functools.partial(render_file, max_duration_s=max_audio_s)
     return render
 
 
@@ -109,8 +111,10 @@ class JobWorker:
         metrics: Metrics | None = None,
         worker_id: str | None = None,
         work_dir: Path | None = None,
+        max_audio_s: float | None = None,
     ) -> None:
         self.queue = queue
+        self.max_audio_s = max_audio_s
         self.storage = storage
         self.public_url = public_url
         self.concurrency = max(1, concurrency)
@@ -139,7 +143,7 @@ class JobWorker:
     @property
     def render(self) -> RenderFn:
         if self._render is None:
-            self._render = default_render()
+            self._render = default_render(self.max_audio_s)
         return self._render
 
     async def run(self) -> None:

@@ -159,7 +159,9 @@ async def _validate(
     if image_fmt is None:
         raise UnsupportedMediaType("Unsupported image format: use PNG, JPEG or WebP.")
     try:
-        await asyncio.to_thread(check_audio, audio.path)
+        await asyncio.to_thread(
+            check_audio, audio.path, max_seconds=services.settings.max_audio_seconds
+        )
         await check_image_bounded(
             image.path, services.options, slots=services.settings.image_decode_concurrency
         )

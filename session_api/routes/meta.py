@@ -1,11 +1,10 @@
-"""GET /, /v1/health, /v1/ready, /v1/status, /v1/me and /metrics."""
+"""GET /, /v1/health, /v1/ready, /v1/status and /v1/me (/metrics: session_api.metrics_listener)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import Response
 from sqlalchemy import text
 
 from session_api.deps import CallerDep, ServicesDep
@@ -18,7 +17,6 @@ from session_api.schemas import (
     Services,
     SystemStatus,
 )
-from session_api.webhooks import pending_count
 
 router = APIRouter()
 
@@ -99,12 +97,3 @@ async def me(caller: CallerDep, services: ServicesDep) -> Me:
         monthly_cap=MonthlyCapInfo(limit=caller.key.monthly_cap, used=used),
         billing="self_hosted",
     )
-
-
-@router.get("/metrics", include_in_schema=False)
-async def metrics(services: ServicesDep) -> Response:
-    depth = await services.queue.depth()
-    for name, count in depth.items():
-        services.metrics.queue_depth.labels(status=name).set(count)
-    services.metrics.webhooks_pending.set(await pending_count(services.db))
-    return Response(services.metrics.render(), media_type="text/plain; version=0.0.4")

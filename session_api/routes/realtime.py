@@ -3,7 +3,6 @@ LiveKit webhook receiver POST /v1/livekit/webhook."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from session_api.errors import (
     ValidationFailed,
 )
 from session_api.faces import FaceFile, check_face_url
+from session_api.json_limits import loads_limited
 from session_api.livekit import WebhookRejected
 from session_api.pricing import Mode, estimated_cost, pricing_text
 from session_api.realtime import MODES, NewSession, RealtimeService, session_id_of_room
@@ -38,6 +38,7 @@ from session_api.schemas import (
     RealtimeSessionEnded,
     RealtimeSessionStatus,
     iso_z,
+    whole_seconds,
 )
 from session_api.services import Services
 from session_api.uploads import UploadedPart, new_upload_dir, receive_parts
@@ -107,10 +108,7 @@ async def read_body(request: Request, tmp: Path, *, max_face_bytes: int) -> Body
         return Body(fields={})
     if not content_type.startswith("application/json"):
         raise UnsupportedMediaType("Content-Type must be application/json or multipart/form-data.")
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise ValidationFailed("Body is not valid JSON.") from exc
+    data = loads_limited(bytes(raw), max_bytes=JSON_MAX_BYTES)
     if not isinstance(data, dict):
         raise ValidationFailed("Body must be a JSON object.")
     return Body(fields=data)
@@ -153,11 +151,8 @@ def parse_max_duration(value: object, *, settings: Settings, key_limit: int | No
         ceiling = min(ceiling, key_limit)
     if value is None or value == "":
         return ceiling
-    try:
-        seconds = int(str(value)) if not isinstance(value, bool) else -1
-    except ValueError:
-        seconds = -1
-    if not MIN_DURATION_S <= seconds <= ceiling:
+    seconds = whole_seconds(value)
+    if seconds is None or not MIN_DURATION_S <= seconds <= ceiling:
         raise InvalidInput(
             f"max_duration_seconds must be an integer from {MIN_DURATION_S} to {ceiling}."
         )

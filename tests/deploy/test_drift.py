@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from session_api.metrics_listener import METRICS_PATH
+
 from . import files, surface
 from .files import Use
 
@@ -200,8 +202,17 @@ def test_every_api_path_in_deployment_files_is_served() -> None:
     report(
         f"{u.where}: {u.value} is not a route of the API"
         for u in uses
-        if not surface.api_serves(u.value)
+        if not u.where.endswith("prometheus.io/path") and not surface.api_serves(u.value)
     )
+    # Scrapes go to the metrics listener (ATLAS_METRICS_PORT), and the public port has no metrics.
+    scrapes = [u for u in uses if u.where.endswith("prometheus.io/path")]
+    assert scrapes
+    report(
+        f"{u.where}: {u.value} is not the metrics listener's path ({METRICS_PATH})"
+        for u in scrapes
+        if u.value != METRICS_PATH
+    )
+    assert not surface.api_serves(METRICS_PATH), "the public API port serves metrics"
 
 
 def test_the_operator_docs_name_real_commands_and_settings() -> None:

@@ -186,8 +186,15 @@ def test_the_api_is_probed_scraped_and_drains(name: str) -> None:
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/path"] == "/metrics"
     args = args_of(api)
-    assert annotations["prometheus.io/port"] == option(args, "--port")
-    assert {p["containerPort"] for p in container["ports"]} == {int(option(args, "--port"))}
+    # Metrics are scraped on their own port (ATLAS_METRICS_PORT), never the public one.
+    env = {e["name"]: e["value"] for e in container.get("env", [])}
+    metrics_port = env["ATLAS_METRICS_PORT"]
+    assert annotations["prometheus.io/port"] == metrics_port != option(args, "--port")
+    assert env["ATLAS_METRICS_HOST"] == "0.0.0.0"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": int(option(args, "--port")), "metrics": int(metrics_port)}
+    service = by_kind(resources, "Service")["session-api"]
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
     # Each API replica is only a front end; the workers render.
     assert args[0] == "serve" and "--no-worker" in args
     pause = container["lifecycle"]["preStop"]["exec"]["command"]

@@ -85,6 +85,8 @@ def test_spec_python_example_against_atlas_serve(
     live_env: dict[str, str], procs: Procs, tmp_path: Path
 ) -> None:
     key = atlas(live_env, "keys", "create", "--name", "spec").stdout.splitlines()[0]
+    metrics_port = free_port()
+    live_env["ATLAS_METRICS_PORT"] = str(metrics_port)
     base = serve(procs, live_env)
     os.chdir(tmp_path)
     (tmp_path / "speech.mp3").write_bytes(SPEECH.read_bytes())  # the spec's file name; WAV inside
@@ -153,7 +155,8 @@ def test_spec_python_example_against_atlas_serve(
     tampered = result["url"].replace("sig=", "sig=0")
     response = requests.get(tampered)
     assert response.status_code == 403 and response.json()["error"] == "forbidden"
-    metrics = requests.get(f"{base}/metrics").text
+    assert requests.get(f"{base}/metrics").status_code == 404  # not on the public port
+    metrics = requests.get(f"http://127.0.0.1:{metrics_port}/metrics").text
     assert 'atlas_jobs{status="completed"} 1.0' in metrics
     assert "atlas_job_duration_seconds_count" in metrics
     assert 'atlas_http_request_duration_seconds_count{method="GET",route="/v1/jobs/{job_id}"' in (
