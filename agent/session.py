@@ -36,7 +36,13 @@ from renderer.errors import RendererInputError
 logger = logging.getLogger("agent")
 
 EndReason = Literal[
-    "max_duration", "client_never_joined", "client_left", "room_closed", "error", "shutdown"
+    "max_duration",
+    "client_never_joined",
+    "client_left",
+    "room_closed",
+    "error",
+    "shutdown",
+    "superseded",  # another job of the same session holds the room (one avatar a session)
 ]
 
 
@@ -105,6 +111,9 @@ class LiveSession:
         self._empty_timeout_s = empty_timeout_s
         self._on_end = on_end
         self._delete_room = delete_room
+        # our own room: any other agent in it is another job of this session (in plugin mode
+        # the room is the sending agent's, and it is an agent too)
+        self._other_avatars = delete_room
         self._reporter = reporter
         self._clock = clock or LoopClock()
         self._changed = asyncio.Event()
@@ -137,6 +146,9 @@ class LiveSession:
         self._room.on("participant_disconnected", self._on_participant_disconnected)
         self._room.on("room_metadata_changed", self._on_room_metadata_changed)
         self._room.on("disconnected", self._on_room_disconnected)
+        if self._other_avatars:
+            for participant in list(self._room.remote_participants.values()):
+                self._yield_to(participant)
         if self._client is not None and self._client in self._room.remote_participants:
             self._client_present(True)
         # a pipeline that dies ends the session now, billed up to the failure
@@ -193,20 +205,8 @@ class LiveSession:
                     await self._on_end()
                 except Exception:
                     logger.exception("stopping the session's pipeline failed")
-            if self._reporter is not None:
-                billable_until = self._billable_until(reason)
-                if reason == "error":
-                    await self._reporter.tell_client(
-                        "internal_error", "The avatar stopped rendering; the session has ended."
-                    )
-                await self._reporter.ended(reason, billable_until=billable_until)
-            if self._delete_room and self._reporter is not None:
-                await self._reporter.hand_off_room()
-            elif self._delete_room:
-                try:
-                    await self._admin.delete_room(self._room.name)
-                except Exception:
-                    logger.exception("deleting the room failed", extra={"room": self._room.name})
+            if reason != "superseded":  # else the session goes on under the job that replaced us
+                await self._report_end(reason)
             stats = self._generator.stats
             assert self._started_at is not None
             self._summary = SessionSummary(
@@ -227,6 +227,23 @@ class LiveSession:
             self._ended.set()
             return self._summary
 
+    async def _report_end(self, reason: EndReason) -> None:
+        """Tell the API (and, for a failure, the client), then let the room go."""
+        if self._reporter is not None:
+            billable_until = self._billable_until(reason)
+            if reason == "error":
+                await self._reporter.tell_client(
+                    "internal_error", "The avatar stopped rendering; the session has ended."
+                )
+            await self._reporter.ended(reason, billable_until=billable_until)
+        if self._delete_room and self._reporter is not None:
+            await self._reporter.hand_off_room()
+        elif self._delete_room:
+            try:
+                await self._admin.delete_room(self._room.name)
+            except Exception:
+                logger.exception("deleting the room failed", extra={"room": self._room.name})
+
     def _billable_until(self, reason: EndReason) -> float:
         """Unix time the bill stops at: when the client left (or the start, if it never came)
         for an empty-room end, so the wait is not billed; now otherwise."""
@@ -246,6 +263,8 @@ class LiveSession:
         self._changed.set()
 
     def _on_participant_connected(self, participant: rtc.RemoteParticipant) -> None:
+        if self._other_avatars and self._yield_to(participant):
+            return
         if participant.identity == self._client:
             logger.info("client joined", extra={"session_id": self._session_id})
             self._client_present(True)
@@ -257,6 +276,22 @@ class LiveSession:
 
     def _on_room_disconnected(self, *_: object) -> None:
         self.request_end("room_closed")
+
+    def _yield_to(self, participant: rtc.RemoteParticipant) -> bool:
+        """One avatar a session: of two jobs of it in the room (a redispatch and a late
+        assignment, a job handed to another worker), the one whose identity sorts first stays
+        and the other leaves, without a word to the API and without touching the room. Both
+        see each other, so both reach the same answer."""
+        if participant.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
+            return False
+        if participant.identity >= self._room.local_participant.identity:
+            return False
+        logger.info(
+            "another avatar serves this session; leaving",
+            extra={"session_id": self._session_id, "other": participant.identity},
+        )
+        self.request_end("superseded")
+        return True
 
     # -- face swap --------------------------------------------------------------------------
 

@@ -132,11 +132,6 @@ class LiveKit:
             dispatch = await self._api.agent_dispatch.get_dispatch(dispatch_id, room)
         return dispatch is not None and len(dispatch.state.jobs) > 0
 
-    async def delete_dispatch(self, *, room: str, dispatch_id: str) -> None:
-        """Delete the dispatch; LiveKit ends any job of it that lands later."""
-        async with self._call("delete_dispatch"):
-            await self._api.agent_dispatch.delete_dispatch(dispatch_id, room)
-
     async def existing_rooms(self, names: list[str]) -> set[str]:
         """Which of `names` the server still has."""
         if not names:

@@ -228,12 +228,13 @@ class RealtimeService:
             await asyncio.sleep(JOIN_POLL_S)
 
     async def _redispatch_if_untaken(self, room: str, dispatch_id: str, metadata: str) -> str:
-        """The dispatch to wait on: the same one if a worker took it, else a new one (the old
-        one deleted first, so a job of it that lands late is ended, never a second avatar)."""
+        """The dispatch to wait on: the same one if a worker took it, else a new one. The old
+        one is left alone: deleting it would end a job assigned to it just after our look,
+        and a late job of it is no second avatar, since every job of a session joins under
+        the session's one identity and LiveKit keeps one participant per identity."""
         if await self.livekit.dispatch_taken(room=room, dispatch_id=dispatch_id):
             return dispatch_id
         logger.info("no worker took the dispatch; dispatching again", extra={"room": room})
-        await self.livekit.delete_dispatch(room=room, dispatch_id=dispatch_id)
         return await self.livekit.dispatch_agent(
             room=room, agent_name=self.settings.realtime_agent_name, metadata=metadata
         )

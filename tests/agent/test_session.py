@@ -144,6 +144,24 @@ async def test_a_pipeline_failure_ends_the_session_with_reason_error(
     await gen.aclose()
 
 
+async def test_of_two_avatars_of_one_session_the_later_identity_leaves_quietly(
+    generator: LipSyncVideoGenerator, tmp_path: Path
+) -> None:
+    """Another job of this session in the room (a redispatch and a late assignment): the job
+    whose identity sorts after the other's ends as "superseded", deleting nothing."""
+    h = await Harness(generator, tmp_path).started()
+    h.join()
+    mine = h.room.local_participant.identity
+    agent_kind = rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+    h.room.add_remote(FakeRemoteParticipant(identity=mine + "z", kind=agent_kind))
+    await h.clock.advance(1)
+    assert not h.task.done()  # the other one sorts after us: it leaves, we stay
+    h.room.add_remote(FakeRemoteParticipant(identity="agent-AA", kind=agent_kind))
+    summary = await asyncio.wait_for(h.task, HANG_S)
+    assert summary.reason == "superseded"
+    assert h.admin.deleted == [] and h.stopped == 1
+
+
 async def test_face_swap_via_room_metadata_on_the_same_tracks(
     face: FaceAsset,
     options: RendererOptions,

@@ -17,6 +17,7 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import psutil
@@ -100,7 +101,8 @@ async def test_a_failing_session_ends_alone_and_the_other_keeps_streaming(
         gap = media.max_gap_s(viewers[0].video, cued, time.monotonic())
         before = media.max_gap_s(viewers[0].video, speech_from, cued)
         print(
-            f"\nisolation: the other stream's max gap {gap * 1000:.0f} ms (before {before * 1000:.0f})"
+            f"\nisolation: the other stream's max gap {gap * 1000:.0f} ms",
+            f"(before {before * 1000:.0f})",
         )
         # arrival gaps include this machine's own stalls: 200 ms, or the stream's own worst
         # gap before the failure plus a frame
@@ -148,3 +150,71 @@ async def test_a_burst_fills_a_fresh_worker_and_no_more(
             assert await agents_in(stack.livekit, room_name(created.json()["session_id"])) == 1
     finally:
         stack.stop()
+
+
+async def test_a_late_job_and_a_redispatch_leave_exactly_one_avatar(
+    tmp_path: Path, livekit_server: LiveKitServer
+) -> None:
+    """The worker answers the session's first job only after the API has looked for it and
+    dispatched again: two jobs of one session run, and the room holds one avatar, streaming;
+    the replaced job leaves without ending the session or deleting the room."""
+    release = tmp_path / "release-first-job"
+    stack = start_stack(
+        tmp_path,
+        livekit_server,
+        workers=0,
+        api_env={"ATLAS_REALTIME_REDISPATCH_AFTER_S": "1"},
+        ATLAS_AGENT_MAX_STREAMS="2",
+        ATLAS_RENDERER_SIZE="256",
+    )
+    viewer = media.Viewer(keep_pixels=False)
+    try:
+        worker = stack.start_worker(
+            command=[sys.executable, "-m", "tests.e2e.faulty_worker"],
+            ATLAS_TEST_HOLD_FIRST_JOB=str(release),
+        )
+        create = asyncio.create_task(stack.create_session(mode="passthrough", timeout_s=120))
+        await poll(
+            lambda: _logged(stack, stack.api_proc, REDISPATCHED),
+            limit_s=60,
+            what="the API dispatching again",
+        )
+        release.write_text("go")  # the first job is answered now, after the API's look
+        created = await create
+        assert created.status_code == 200, created.text
+        session = created.json()
+        sid = session["session_id"]
+
+        def starts() -> int:
+            return sum(
+                '"session starting"' in line and sid in line
+                for line in stack.log(worker).splitlines()
+            )
+
+        await poll(_async(lambda: starts() >= 2), limit_s=60, what="both jobs of the session")
+        superseded = await stack.session_summary(sid)
+        assert superseded["reason"] == "superseded", superseded
+
+        async def one_avatar() -> bool:
+            return await agents_in(stack.livekit, room_name(sid)) == 1
+
+        await poll(one_avatar, limit_s=60, what="the replaced avatar leaving")
+        assert await stack.room_exists(room_name(sid))
+        assert (await stack.get_session(sid))["status"] == "active"
+        await viewer.join(session["livekit_url"], session["token"])
+        await asyncio.wait_for(viewer.first_video.wait(), JOIN_LIMIT_S)
+        assert await agents_in(stack.livekit, room_name(sid)) == 1
+    finally:
+        await viewer.leave()
+        stack.stop()
+
+
+async def _logged(stack: Stack, proc: object, text: str) -> bool:
+    return text in stack.log(proc)  # type: ignore[arg-type]
+
+
+def _async(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def probe() -> bool:
+        return check()
+
+    return probe
