@@ -7,8 +7,8 @@ One livekit-server, one `atlas serve` and one `atlas agent start` (max streams =
 N) for the whole run. For each N, N passthrough sessions are created and each client publishes
 the speech fixture in real time (its first 2 s, then 1.2 s of silence, looped: the silences
 give the onsets that glass-to-glass is measured from). Only `--watch` clients subscribe to and
-decode the avatar's video; the others join without subscribing, so the measuring client's own
-CPU stays small (and the SFU forwards only the watched streams).
+decode the avatar's video; the others subscribe to its audio only, so the measuring client's
+own CPU stays small (and the SFU forwards only the watched streams' video).
 
 After `--warmup` s of speech, a steady window of `--seconds` s, measured from /proc:
 - agent cores: CPU time of the worker's whole process tree (worker, forkserver, job and idle
@@ -45,7 +45,7 @@ import numpy as np
 from livekit import rtc
 
 from bench import procfs
-from bench.realtime_e2e import fps_and_late, onsets, open_latencies
+from bench.realtime_e2e import fps_and_late, onset_samples, open_latencies
 from bench.report import read_section, write_section
 from renderer.landmarks import FaceLandmarker
 from tests.e2e import media
@@ -60,6 +60,7 @@ JOIN_LIMIT_S = 180.0  # hang guards: N job processes starting at once on a busy 
 SETTLE_LIMIT_S = 120.0
 SPEECH_S = 2.0
 GAP_S = 1.2
+CHUNK_S = 0.02
 REST_S = 0.5  # the resting mouth: frames received this long before an onset
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -115,12 +116,43 @@ def looped_speech(seconds: float) -> np.ndarray:
     return np.resize(unit, int(seconds * media.RATE))
 
 
+async def play(source: rtc.AudioSource, pcm: np.ndarray) -> list[float]:
+    """Push `pcm` in real time, CHUNK_S a chunk (20 ms: half the client's calls of 10 ms);
+    when each chunk was taken into the source's queue (of 40 ms). Per chunk, not
+    start + i / rate: a client starved of CPU on a loaded machine leaves gaps, and a computed
+    timeline would put every later onset too late."""
+    step = int(media.RATE * CHUNK_S)
+    taken = []
+    for i in range(0, len(pcm) - step + 1, step):
+        chunk = np.ascontiguousarray(pcm[i : i + step])
+        await source.capture_frame(rtc.AudioFrame(chunk.tobytes(), media.RATE, 1, step))
+        taken.append(time.monotonic())
+    await source.wait_for_playout()
+    return taken
+
+
+def sent_onsets(pcm: np.ndarray, taken: list[float]) -> list[float]:
+    step = int(media.RATE * CHUNK_S)
+    return [taken[i // step] for i in onset_samples(pcm, media.RATE) if i // step < len(taken)]
+
+
 async def join(viewer: media.Viewer, session: dict[str, str], *, watched: bool) -> None:
     if watched:
         await viewer.join(session["livekit_url"], session["token"])
-    else:  # publish only: nothing subscribed, nothing decoded
-        options = rtc.RoomOptions(auto_subscribe=False)
-        await viewer.room.connect(session["livekit_url"], session["token"], options)
+        return
+
+    # Unwatched: the avatar's audio only (the worker publishes its video once its audio has a
+    # subscriber, as any viewer's would); no video subscribed, nothing decoded but Opus.
+    def listen(publication: rtc.RemoteTrackPublication, *_: object) -> None:
+        if publication.kind == rtc.TrackKind.KIND_AUDIO:
+            publication.set_subscribed(True)
+
+    viewer.room.on("track_published", listen)
+    options = rtc.RoomOptions(auto_subscribe=False)
+    await viewer.room.connect(session["livekit_url"], session["token"], options)
+    for participant in viewer.room.remote_participants.values():
+        for publication in participant.track_publications.values():
+            listen(publication)
 
 
 def agent_video_published(viewer: media.Viewer) -> bool:
@@ -145,7 +177,9 @@ async def streaming(viewers: list[media.Viewer], watched: int) -> None:
 async def one_round(
     stack: Stack, procs: Processes, n: int, args: argparse.Namespace, landmarker: FaceLandmarker
 ) -> Measured:
-    created = [await stack.create_session(mode="passthrough") for _ in range(n)]
+    created = [
+        await stack.create_session(mode="passthrough", timeout_s=JOIN_LIMIT_S) for _ in range(n)
+    ]
     sessions = [c.json() for c in created if c.status_code == 200]
     watched = min(args.watch, len(sessions))
     viewers = [media.Viewer(keep_pixels=i < watched) for i in range(len(sessions))]
@@ -157,11 +191,14 @@ async def one_round(
         await streaming(viewers, watched)
         # the worker replaces the prewarmed processes the sessions took: let that settle first
         await settled(procs.agent, procs=None, stable_s=args.stable)
-        playing = asyncio.gather(*(media.play(s, pcm, media.RATE) for s in sources))
+        playing = asyncio.gather(*(play(s, pcm) for s in sources))
         await asyncio.sleep(args.warmup)
         start = procs.snapshot()
+        spy = await profile_busiest(procs.agent, args) if args.profile and n == 1 else None
         await asyncio.sleep(args.seconds)
         end = procs.snapshot()
+        if spy is not None:
+            await spy.wait()
         pss = procfs.tree_pss_mb(procs.agent)
         agent_procs = len(procfs.tree(procs.agent))
         load_avg = os.getloadavg()[0]
@@ -173,12 +210,13 @@ async def one_round(
             await stack.delete_session(session["session_id"])
     t0, t1 = start["agent"].at, end["agent"].at
     fps, late, g2g = [], [], []
-    for viewer, s in zip(viewers[:watched], sent[:watched], strict=True):
+    for viewer, taken in zip(viewers[:watched], sent[:watched], strict=True):
         frames = [f for f in viewer.video if t0 <= f.at <= t1]
         f, lt = fps_and_late([f.at for f in frames])
         fps.append(f)
         late.append(lt)
-        g2g.extend(glass_to_glass(frames, [o for o in onsets(s) if t0 + REST_S <= o], landmarker))
+        starts = [o for o in sent_onsets(pcm, taken) if t0 + REST_S <= o]
+        g2g.extend(glass_to_glass(frames, starts, landmarker))
     return Measured(
         sessions=n,
         created=len(sessions),
@@ -195,6 +233,20 @@ async def one_round(
         g2g=g2g,
         threads=procfs.cores_by_thread(start["agent"], end["agent"]),
     )
+
+
+async def profile_busiest(agent: int, args: argparse.Namespace) -> asyncio.subprocess.Process:
+    """py-spy (--native, raw folded stacks) on the agent tree's busiest process, for the rest
+    of the window: with one session, the session's job process (or the worker that hosts it)."""
+    first = procfs.Snapshot.take([agent])
+    await asyncio.sleep(2.0)
+    busy = procfs.cores_by_process(first, procfs.Snapshot.take([agent]))
+    pid = max(busy, key=lambda p: busy[p])
+    spy = str(Path(sys.executable).with_name("py-spy"))
+    command = [spy, "record", "--native", "--threads", "-f", "raw", "-r", "100"]
+    command += ["-d", str(int(args.seconds - 2.0)), "-p", str(pid), "-o", str(args.profile)]
+    print(f"profiling pid {pid} ({busy[pid]:.2f} cores): {' '.join(command)}", flush=True)
+    return await asyncio.create_subprocess_exec(*command)
 
 
 def glass_to_glass(
@@ -256,7 +308,12 @@ async def measure(stack: Stack, procs: Processes, args: argparse.Namespace) -> l
         out = [await idle(procs, min(args.seconds, 10.0))]
         print(row(out[-1], out), flush=True)
         for n in args.sessions:
-            out.append(await one_round(stack, procs, n, args, landmarker))
+            try:
+                out.append(await one_round(stack, procs, n, args, landmarker))
+            except (AssertionError, TimeoutError) as exc:  # a hang guard fired: stop here
+                print(f"{n} sessions failed: {exc!r}", file=sys.stderr)
+                args.failed = f"{n} sessions: {type(exc).__name__}: {exc}"
+                break
             print(row(out[-1], out), flush=True)
             print(f"  glass-to-glass, ms: {sorted(round(1000 * g) for g in out[-1].g2g)}")
             await settled(procs.agent, procs=base)
@@ -328,6 +385,8 @@ def label_block(label: str, rows: list[Measured], args: argparse.Namespace, note
     ]
     if one is not None:
         lines += ["", f"Agent cores by thread at 1 session: {thread_split(one)}."]
+    if getattr(args, "failed", None):
+        lines += ["", f"Not measured: {args.failed} (the run stopped there)."]
     if notes.strip():
         lines += ["", notes.strip()]
     lines.append(f"<!-- capacity:{label}:end -->")
@@ -374,7 +433,12 @@ def run(args: argparse.Namespace) -> list[Measured]:
             stack = start_stack(
                 Path(tmp),
                 server,
-                api_env={"ATLAS_REALTIME_CAPACITY": str(most)},
+                api_env={
+                    "ATLAS_REALTIME_CAPACITY": str(most),
+                    # a create may wait for a job process to start on a busy machine: the
+                    # bench measures sessions, not admission under load
+                    "ATLAS_REALTIME_JOIN_TIMEOUT_S": str(JOIN_LIMIT_S),
+                },
                 ATLAS_AGENT_MAX_STREAMS=str(most),
             )
             try:
@@ -405,6 +469,12 @@ def main() -> None:
     )
     parser.add_argument("--watch", type=int, default=2, help="streams the client decodes")
     parser.add_argument("--notes", type=Path, help="text added under this label's table")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="py-spy the busiest agent process during the 1-session window into this file "
+        "(folded stacks; py-spy stops the process to sample it, so use with --dry-run)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print, write nothing")
     args = parser.parse_args()
     notes = args.notes.read_text() if args.notes else ""

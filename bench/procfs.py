@@ -113,3 +113,12 @@ def cores(start: Snapshot, end: Snapshot) -> float:
 def machine_cores(start: Snapshot, end: Snapshot) -> float:
     """Cores the whole machine was busy between two snapshots (every process, anyone's)."""
     return (end.machine - start.machine) / HZ / (end.at - start.at)
+
+
+def cores_by_process(start: Snapshot, end: Snapshot) -> dict[int, float]:
+    elapsed = end.at - start.at
+    out: dict[int, float] = defaultdict(float)
+    for (pid, tid), (_, ticks) in end.threads.items():
+        before = start.threads.get((pid, tid), ("", 0))[1]
+        out[pid] += (ticks - before) / HZ / elapsed
+    return dict(out)

@@ -75,13 +75,23 @@ def open_latencies(mouths: list[media.Mouth], sent_onsets: list[float], rest: fl
 
 def onsets(sent: media.Sent, *, quiet_s: float = 1.0, db: float = -35.0) -> list[float]:
     """Send times of the chunks that are loud after at least `quiet_s` of quiet."""
-    step = sent.rate // 100
+    return [
+        sent.start + i / sent.rate
+        for i in onset_samples(sent.pcm, sent.rate, quiet_s=quiet_s, db=db)
+    ]
+
+
+def onset_samples(
+    pcm: np.ndarray, rate: int, *, quiet_s: float = 1.0, db: float = -35.0
+) -> list[int]:
+    """Sample indices of the 10 ms chunks that are loud after at least `quiet_s` of quiet."""
+    step = rate // 100
     out, quiet = [], quiet_s
-    for i in range(0, len(sent.pcm) - step, step):
-        loud = media.level_db(sent.pcm[i : i + step]) > db
+    for i in range(0, len(pcm) - step, step):
+        loud = media.level_db(pcm[i : i + step]) > db
         if loud and quiet >= quiet_s:
-            out.append(sent.start + i / sent.rate)
-        quiet = 0.0 if loud else quiet + step / sent.rate
+            out.append(i)
+        quiet = 0.0 if loud else quiet + step / rate
     return out
 
 
