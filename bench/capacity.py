@@ -243,7 +243,13 @@ async def profile_busiest(agent: int, args: argparse.Namespace) -> asyncio.subpr
     busy = procfs.cores_by_process(first, procfs.Snapshot.take([agent]))
     pid = max(busy, key=lambda p: busy[p])
     spy = str(Path(sys.executable).with_name("py-spy"))
-    command = [spy, "record", "--native", "--threads", "-f", "raw", "-r", "100"]
+    command = [spy, "record", "--threads", "-f", "raw"]
+    if args.profile_native:  # C and Rust frames too, but py-spy stops the process per sample:
+        # at 100 Hz it fell a minute behind on a loaded machine; at 20 Hz the session still
+        # dropped to 10 fps, which skews the shares towards the per-chunk audio work
+        command += ["--native", "-r", "20"]
+    else:  # Python frames only, read without stopping the process
+        command += ["--nonblocking", "-r", "100"]
     command += ["-d", str(int(args.seconds - 2.0)), "-p", str(pid), "-o", str(args.profile)]
     print(f"profiling pid {pid} ({busy[pid]:.2f} cores): {' '.join(command)}", flush=True)
     return await asyncio.create_subprocess_exec(*command)
@@ -473,7 +479,10 @@ def main() -> None:
         "--profile",
         type=Path,
         help="py-spy the busiest agent process during the 1-session window into this file "
-        "(folded stacks; py-spy stops the process to sample it, so use with --dry-run)",
+        "(folded stacks; py-spy costs CPU, so use with --dry-run)",
+    )
+    parser.add_argument(
+        "--profile-native", action="store_true", help="py-spy --native (stops the process)"
     )
     parser.add_argument("--dry-run", action="store_true", help="print, write nothing")
     args = parser.parse_args()
