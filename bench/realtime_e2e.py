@@ -57,8 +57,14 @@ async def latency(stack: Stack, repeats: int) -> list[float]:
     finally:
         landmarker.close()
     rest = float(np.median([m.gap for m in mouths]))
+    return open_latencies(mouths, onsets(sent), rest)
+
+
+def open_latencies(mouths: list[media.Mouth], sent_onsets: list[float], rest: float) -> list[float]:
+    """For each sent onset, the delay to the first received frame whose mouth is open (inner-lip
+    gap above `rest` by OPEN_ABOVE_REST) within 1.5 s; onsets with no open mouth are left out."""
     out = []
-    for onset in onsets(sent):
+    for onset in sent_onsets:
         opened = [
             m.at for m in mouths if onset < m.at < onset + 1.5 and m.gap > rest + OPEN_ABOVE_REST
         ]
@@ -69,13 +75,23 @@ async def latency(stack: Stack, repeats: int) -> list[float]:
 
 def onsets(sent: media.Sent, *, quiet_s: float = 1.0, db: float = -35.0) -> list[float]:
     """Send times of the chunks that are loud after at least `quiet_s` of quiet."""
-    step = sent.rate // 100
+    return [
+        sent.start + i / sent.rate
+        for i in onset_samples(sent.pcm, sent.rate, quiet_s=quiet_s, db=db)
+    ]
+
+
+def onset_samples(
+    pcm: np.ndarray, rate: int, *, quiet_s: float = 1.0, db: float = -35.0
+) -> list[int]:
+    """Sample indices of the 10 ms chunks that are loud after at least `quiet_s` of quiet."""
+    step = rate // 100
     out, quiet = [], quiet_s
-    for i in range(0, len(sent.pcm) - step, step):
-        loud = media.level_db(sent.pcm[i : i + step]) > db
+    for i in range(0, len(pcm) - step, step):
+        loud = media.level_db(pcm[i : i + step]) > db
         if loud and quiet >= quiet_s:
-            out.append(sent.start + i / sent.rate)
-        quiet = 0.0 if loud else quiet + step / sent.rate
+            out.append(i)
+        quiet = 0.0 if loud else quiet + step / rate
     return out
 
 
@@ -84,13 +100,14 @@ async def concurrent(stack: Stack, n: int) -> list[tuple[float, float]]:
     created = [await stack.create_session(mode="passthrough") for _ in range(n)]
     sessions = [c.json() for c in created if c.status_code == 200]
     spoken = await speak_in_every_session(stack, sessions, join_limit_s=JOIN_LIMIT_S)
-    out = []
-    for viewer, s in spoken:
-        frames = [f.at for f in viewer.video if f.at >= s.start + 0.5]
-        gaps = np.diff(frames)
-        fps = (len(frames) - 1) / (frames[-1] - frames[0]) if len(frames) > 1 else 0.0
-        out.append((fps, float(np.mean(gaps > 1.5 / media.FPS)) if gaps.size else 1.0))
-    return out
+    return [fps_and_late([f.at for f in v.video if f.at >= s.start + 0.5]) for v, s in spoken]
+
+
+def fps_and_late(arrivals: list[float]) -> tuple[float, float]:
+    """(fps received, late-frame fraction: gaps over 1.5 frame intervals) of arrival times."""
+    gaps = np.diff(arrivals)
+    fps = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0]) if len(arrivals) > 1 else 0.0
+    return fps, float(np.mean(gaps > 1.5 / media.FPS)) if gaps.size else 1.0
 
 
 async def creates(stack: Stack, count: int) -> list[float]:

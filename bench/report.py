@@ -37,6 +37,19 @@ def replace_section(text: str, key: str, new: str) -> str:
     return before + new + rest.split(end, 1)[1]
 
 
+def read_section(key: str, *, path: Path = OUT) -> str | None:
+    """The body of section `key` (below its dated heading), or None when there is none."""
+    text = path.read_text() if path.exists() else ""
+    start, end = f"<!-- bench:{key}:start -->", f"<!-- bench:{key}:end -->"
+    if start not in text or end not in text:
+        return None
+    inside = text.split(start, 1)[1].split(end, 1)[0]
+    lines = inside.strip("\n").splitlines()
+    if lines and HEADING.match(lines[0]):
+        lines = lines[1:]
+    return "\n".join(lines).strip()
+
+
 def write_section(
     key: str, title: str, body: str, *, path: Path = OUT, day: dt.date | None = None
 ) -> str:
