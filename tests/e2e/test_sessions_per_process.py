@@ -40,6 +40,16 @@ async def agents_in(livekit: LiveKitServer, room: str) -> int:
     return sum(p.kind == api.ParticipantInfo.Kind.AGENT for p in listed.participants)
 
 
+async def assert_one_plain_video_layer(livekit: LiveKitServer, room: str) -> None:
+    """The avatar's video as the server holds it: one track, no simulcast (agent/runner.py)."""
+    async with api.LiveKitAPI(livekit.http_url, livekit.api_key, livekit.api_secret) as lkapi:
+        listed = await lkapi.room.list_participants(api.ListParticipantsRequest(room=room))
+    (avatar,) = [p for p in listed.participants if p.kind == api.ParticipantInfo.Kind.AGENT]
+    videos = [t for t in avatar.tracks if t.type == api.TrackType.VIDEO]
+    assert len(videos) == 1 and not videos[0].simulcast, videos
+    assert len(videos[0].layers) <= 1, videos[0].layers
+
+
 def failed_packets(viewer: media.Viewer) -> list[dict[str, str]]:
     return [json.loads(data) for topic, data in viewer.data if topic == "atlas.session"]
 
@@ -71,6 +81,7 @@ async def test_a_failing_session_ends_alone_and_the_other_keeps_streaming(
         await asyncio.wait_for(
             asyncio.gather(*(v.first_video.wait() for v in viewers)), JOIN_LIMIT_S
         )
+        await assert_one_plain_video_layer(livekit_server, room_name(good["session_id"]))
         samples = stack.metrics(worker)
         assert samples["atlas_agent_sessions_live"] == 2.0
         # one landmarker and one backend for both sessions; no Silero for passthrough
