@@ -83,9 +83,10 @@ def prepare_warp_face(face: FaceAsset, *, articulation: float = 1.0) -> WarpFace
         inv_lip_falloff=1.0 / (LIP_FALLOFF * mw),
         feather=max(2.0, 1.5 * look.sharpness, 2.5 * scale),
         shadow=4.0 * scale,
-        shadow_strength=0.0 if frame.shows_interior else 0.35,
+        shadow_strength=0.0 if frame.shows_interior else 0.22,
         rim=max(2.5, 3.5 * scale),
-        rim_strength=0.6,
+        rim_strength=0.35,
+        wet_strength=0.16,
     )
     return WarpFace(
         face=face,
