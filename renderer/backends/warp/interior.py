@@ -3,12 +3,14 @@
 - The upper plate belongs to the skull: upper teeth and gum, opaque, with a soft shadow below
   their edge. It never moves; the upper lip lifts off it.
 - The lower plate belongs to the jaw: cavity, tongue and lower teeth. Each frame shifts it down
-  by the jaw's drop, and the lower lip (which drops a little further) hides most of its teeth.
+  by the jaw's drop, and the lower lip (which drops a little further) hides most of its teeth:
+  on a wide opening the lower incisors' tips show above it.
 
 Where the photo shows its own mouth (a smile with teeth), the plates are the photo's pixels and
 only what the photo never showed (above and below its visible teeth, the cavity behind them)
-is synthesised. Synthesised pixels take colour from the lips and the whites of the eyes, and
-blur and grain measured from the photo (see photo.py).
+is synthesised. Synthesised pixels take colour from the lips, the skin and the whites of the
+eyes (or the photo's own teeth), and blur and grain measured from the photo (see photo.py).
+The teeth themselves are painted by teeth.py.
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ class Palette:
 def palette(look: PhotoLook, teeth: np.ndarray | None = None) -> Palette:
     """The interior's colours from the photo's; `teeth` when the photo shows its own."""
     lip = look.lip
-    cavity = 0.85 * (lip * 0.36) + 0.15 * (look.skin * 0.22)  # dark red-brown, never grey
+    # dark red-brown, never grey: the mouth's wet walls under little light
+    cavity = 0.85 * lip * np.array([0.40, 0.27, 0.26]) + 0.15 * (look.skin * 0.22)
     # the tongue: pinker and less saturated than the lips, a little darker
     grey = float(luma(lip))
     tongue = 0.8 * lip * np.array([0.95, 0.78, 0.80]) + 0.2 * grey
@@ -177,12 +180,14 @@ def _tongue(
     mw, hw = frame.mouth_width, frame.inner_half_width
     across = np.clip(u / (0.8 * hw), -1.0, 1.0)
     reach = np.sqrt(1.0 - across**2)
-    top = teeth_top - 0.07 * mw * reach
-    depth = (rel - top) / (0.06 * mw)  # 0 at its top edge, 1 where it faces the camera
+    top = teeth_top - 0.11 * mw * reach
+    depth = (rel - top) / (0.07 * mw)  # 0 at its top edge, 1 where it faces the camera
     on = np.clip(depth / 0.45, 0.0, 1.0) * (reach > 0.05)
     on = on * on * (3.0 - 2.0 * on)
     facing = np.sin(0.5 * np.pi * np.clip(depth, 0.0, 1.0))
     lit = (0.35 + 0.65 * facing) * (0.55 + 0.45 * reach)
+    # a faint furrow runs down its middle
+    lit = lit * (1.0 - 0.1 * np.exp(-((u / (0.05 * hw)) ** 2)) * facing)
     tongue = c.tongue * lit[..., None]
     sheen = 0.14 * np.exp(-((u / (0.3 * hw)) ** 2) - ((depth - 0.8) / 0.35) ** 2)
     tongue = tongue + (c.teeth * 0.75 - tongue) * sheen[..., None]
@@ -223,9 +228,7 @@ def _photographed(
     return np.asarray(np.clip(blurred + grain, 0, 255), np.float32)
 
 
-def _photo_split(
-    image: np.ndarray, frame: MouthFrame, u: np.ndarray
-) -> tuple[np.ndarray, bool]:
+def _photo_split(image: np.ndarray, frame: MouthFrame, u: np.ndarray) -> tuple[np.ndarray, bool]:
     """Where the photo's upper teeth end, for each plate pixel's column (rel units), and
     whether the photo shows its lower teeth below them."""
     top, bottom = frame.curve(frame.upper, u), frame.curve(frame.lower, u)

@@ -23,6 +23,7 @@ from renderer.backends.warp.geometry import (
 from renderer.backends.warp.interior import Plates
 
 F32 = np.float32
+WET_FEATHER = 1.6
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -163,8 +164,12 @@ def _interior(
     plates = face.plates
     rel = face.fields.rel[plates.window]
     from_top, from_bottom = rel - top, bottom - rel
+    # the lower lip's wet inner edge blends into the mouth over more pixels than the upper's
     inv_feather = F32(1.0 / face.feather)
-    coverage = np.clip(np.minimum(from_top, from_bottom) * inv_feather + F32(0.5), 0.0, 1.0)
+    inv_wet_feather = F32(1.0 / (WET_FEATHER * face.feather))
+    coverage = np.clip(
+        np.minimum(from_top * inv_feather, from_bottom * inv_wet_feather) + F32(0.5), 0.0, 1.0
+    )
     coverage *= np.minimum(np.maximum(bottom - top, F32(0.0)), F32(1.0))
 
     # the jaw carries the lower plate down (and along the tilt of the mouth)
@@ -196,7 +201,7 @@ def _interior(
     dark = F32(face.rim_strength) * np.exp(np.minimum(from_top, F32(0.0)) * F32(1.0 / face.rim))
     # the lower lip's wet inner edge blends into the mouth and catches the light just outside
     # it: a soft sheen, never an outline
-    below = np.maximum(-from_bottom, F32(0.0)) * F32(1.0 / face.rim) - F32(0.45)
+    below = np.maximum(-from_bottom, F32(0.0)) * F32(1.0 / face.rim) - F32(0.4)
     wet = F32(face.wet_strength) * np.exp(-below * below * F32(6.0))
     nearer_bottom = from_bottom < from_top
     dark *= np.where(nearer_bottom, F32(0.0), lips)
