@@ -174,7 +174,8 @@ def lower_teeth_visible(
     frame: np.ndarray, mask: np.ndarray, mouth_width: float, centre: float
 ) -> bool:
     """Whether lower incisors show: bright rows (near the upper teeth's brightness) just above
-    the lower lip, with darker mouth between them and the upper teeth."""
+    the lower lip and brighter than its edge, with darker mouth between them and the upper
+    teeth."""
     if mask.sum() < 20:
         return False
     teeth = float(np.percentile(luma(frame)[mask], 95))
@@ -184,9 +185,12 @@ def lower_teeth_visible(
     reach = (profile.size - 1) // 2
     inside = profile[reach:]  # 0 = lower edge, upwards
     near = inside[: max(3, int(round(0.05 * mouth_width)))]
-    if near.max() < 0.7 * teeth:
+    if near.max() < 0.75 * teeth:
         return False
+    # the teeth are a crest of their own above the lip's edge, not the lip fading inwards
     top = int(np.argmax(near))
+    if top == 0 or near[top] < near[0] + 0.03 * teeth:
+        return False
     dark = inside[top : top + int(round(0.25 * mouth_width))]
     return bool(dark.size and dark.min() < 0.6 * near.max())
 

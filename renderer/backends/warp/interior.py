@@ -44,7 +44,7 @@ LOWER_TOP = 0.015
 # A smile's lower incisors sit behind its upper ones (overbite) and come out as the jaw drops;
 # their tips show at most this far above the lower lip (fraction of mouth width).
 SMILE_OVERBITE = 0.035
-SMILE_LOWER_SHOW = 0.045
+SMILE_LOWER_SHOW = 0.07
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -104,7 +104,7 @@ def build_plates(
     if reuse:
         edge, both_rows = _photo_split(image, frame, u)
         lip_edge = frame.curve(frame.lower, u)
-        lower_top = np.maximum(edge - SMILE_OVERBITE * mw, lip_edge - SMILE_LOWER_SHOW * mw)
+        lower_top = np.minimum(edge - SMILE_OVERBITE * mw, lip_edge - SMILE_LOWER_SHOW * mw)
         colours = palette(look, _photo_teeth_colour(image, frame, teeth_colour(look)))
     else:
         colours = palette(look)

@@ -26,7 +26,7 @@ LOWER_WIDTHS = (0.115, 0.125, 0.14, 0.12, 0.11, 0.10, 0.10, 0.10, 0.10, 0.10)
 LOWER_DROP = (0.0, 0.002, 0.008, 0.014, 0.02, 0.025, 0.025, 0.025, 0.025, 0.025)
 CANINE = 2
 WARM_IVORY = np.array([1.0, 0.93, 0.80])
-LOWER_LIGHT = np.array([0.93, 0.9, 0.85])
+LOWER_LIGHT = np.array([1.0, 0.97, 0.92])
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +147,7 @@ def lower_teeth(
     crown_top = top + mw * row.offset[side, index] + 0.008 * mw * across**4
     below = np.clip((rel - crown_top) / (0.12 * mw), 0.0, 1.0)
     # lit at the biting edge, into the lower lip's shade further down
-    vertical = 1.0 - 0.2 * below
+    vertical = 1.0 - 0.1 * below
     # lower incisors stand tight together: fainter slits than the upper row's
     shading = crown_shading(t, width_px, slit_depth=0.12)
     shade = row.shade[side, index] * shading * _towards_back(un) * vertical
