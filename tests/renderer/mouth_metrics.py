@@ -148,3 +148,125 @@ def photo_steps(image: np.ndarray, region: np.ndarray) -> np.ndarray:
     dx = np.abs(img[:, 1:] - img[:, :-1]).max(axis=-1)[region[:, 1:] & region[:, :-1]]
     dy = np.abs(img[1:] - img[:-1]).max(axis=-1)[region[1:] & region[:-1]]
     return np.concatenate([dx, dy]).astype(np.float64)
+
+
+def column_profile(frame: np.ndarray, mask: np.ndarray, centre: float, half: float) -> np.ndarray:
+    """Mean brightness of the columns within `half` px of `centre`, row by row upwards from
+    the open mouth's lower edge (the lowest masked row of each column): index 0 is that edge,
+    negative indices lie on the lower lip below it."""
+    y = luma(frame)
+    cols = np.arange(int(round(centre - half)), int(round(centre + half)) + 1)
+    reach = frame.shape[0] // 8
+    stack = []
+    for col in cols:
+        rows = np.flatnonzero(mask[:, col])
+        if rows.size == 0:
+            continue
+        edge = int(rows[-1])
+        above = y[max(edge - reach, 0) : edge + 1, col][::-1]
+        below = y[edge + 1 : edge + 1 + reach, col]
+        if above.size == reach + 1 and below.size == reach:
+            stack.append(np.concatenate([below[::-1], above]))
+    return np.mean(stack, axis=0) if stack else np.zeros(0)
+
+
+def lower_teeth_visible(
+    frame: np.ndarray, mask: np.ndarray, mouth_width: float, centre: float
+) -> bool:
+    """Whether lower incisors show: bright rows (near the upper teeth's brightness) just above
+    the lower lip and brighter than its edge, with darker mouth between them and the upper
+    teeth."""
+    if mask.sum() < 20:
+        return False
+    teeth = float(np.percentile(luma(frame)[mask], 95))
+    profile = column_profile(frame, mask, centre, 0.08 * mouth_width)
+    if profile.size == 0:
+        return False
+    reach = (profile.size - 1) // 2
+    inside = profile[reach:]  # 0 = lower edge, upwards
+    near = inside[: max(3, int(round(0.05 * mouth_width)))]
+    if near.max() < 0.75 * teeth:
+        return False
+    # the teeth are a crest of their own above the lip's edge, not the lip fading inwards
+    top = int(np.argmax(near))
+    if top == 0 or near[top] < near[0] + 0.03 * teeth:
+        return False
+    dark = inside[top : top + int(round(0.25 * mouth_width))]
+    return bool(dark.size and dark.min() < 0.6 * near.max())
+
+
+def inner_lower_lip_rim(
+    frame: np.ndarray, mask: np.ndarray, mouth_width: float, centre: float
+) -> float:
+    """How much darker the band where the open mouth meets the lower lip is than both what
+    lies just inside the mouth and the lip itself, over the lip's brightness (0: no rim).
+
+    A real mouth darkens monotonically from the lip into the cavity, or brightens onto teeth;
+    a band darker than both sides is an outline."""
+    profile = column_profile(frame, mask, centre, 0.25 * mouth_width)
+    if profile.size == 0:
+        return 0.0
+    reach = (profile.size - 1) // 2
+    near = max(2, int(round(0.025 * mouth_width)))
+    far = max(near + 2, int(round(0.07 * mouth_width)))
+    band = profile[reach - near : reach + near + 1].min()
+    lip = profile[reach - far : reach - near].mean()
+    inside = profile[reach + near : reach + far].mean()
+    return float(max(min(lip, inside) - band, 0.0) / max(lip, 1.0))
+
+
+def teeth_over_skin(frame: np.ndarray, teeth_region: np.ndarray, points: np.ndarray) -> float:
+    """Median brightness of the teeth (the brightest pixels of the region) over the skin's
+    around the mouth."""
+    y = luma(frame)
+    if teeth_region.sum() < 20:
+        return 0.0
+    teeth = teeth_region & (y >= 0.7 * np.percentile(y[teeth_region], 95))
+    return float(np.median(y[teeth]) / max(float(np.median(y[skin_ring(frame, points)])), 1.0))
+
+
+def crown_edges(
+    rgb: np.ndarray, alpha: np.ndarray, u: np.ndarray
+) -> list[tuple[float, float, float]]:
+    """(u at its middle, width in columns, biting edge's row) of each painted upper crown,
+    from the midline outwards.
+
+    `rgb` and `alpha` are an upper-teeth layer (opaque over the teeth) with rows across the
+    mouth and columns along it, `u` each pixel's position along it. Per column: the row where
+    the coverage falls through one half (sub-pixel), and the teeth's brightness just above
+    it. Crowns are the runs of columns between the dark slits where neighbours meet; a
+    crown's edge is the median over its middle half.
+    """
+    edges = np.full(alpha.shape[1], np.nan)
+    shine = np.full(alpha.shape[1], np.nan)
+    y = luma(rgb)
+    above = max(3, alpha.shape[0] // 40)
+    for col in range(alpha.shape[1]):
+        solid = np.flatnonzero(alpha[:, col] >= 0.5)
+        if solid.size == 0 or solid[-1] + 1 >= alpha.shape[0]:
+            continue
+        last = int(solid[-1])
+        a0, a1 = float(alpha[last, col]), float(alpha[last + 1, col])
+        edges[col] = last + (a0 - 0.5) / max(a0 - a1, 1e-6)
+        shine[col] = float(y[max(last - above, 0) : last, col].mean())
+    cols = np.flatnonzero(np.isfinite(edges))
+    if cols.size < 8:
+        return []
+    profile = shine[cols]
+    # a slit is the darkest column for a fiftieth of the row around it (not a ripple)
+    k = max(1, alpha.shape[1] // 50)
+    slits = [
+        i
+        for i in range(k, cols.size - k)
+        if profile[i] == profile[i - k : i + k + 1].min() and profile[i] < profile[i + 1]
+    ]
+    middle_u = np.median(u, axis=0)
+    crowns = []
+    for a, b in zip(slits, slits[1:], strict=False):
+        quarter = (b - a) // 4
+        middle = cols[a + quarter : b - quarter + 1]
+        if b - a >= 2:
+            crowns.append(
+                (float(np.mean(middle_u[middle])), float(b - a), float(np.median(edges[middle])))
+            )
+    return sorted(crowns, key=lambda crown: abs(crown[0]))

@@ -6,11 +6,13 @@ a dark-skinned smile (face_dark.jpg) and a dark, low-resolution photo (face_lowl
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from renderer import FaceAsset, RendererOptions
 from renderer.audio import MouthShape
@@ -183,3 +185,72 @@ def test_articulation_is_read_from_the_environment(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("ATLAS_RENDERER_ARTICULATION", "3")
     with pytest.raises(ValueError):
         RendererSettings()
+
+
+def _darkened(name: str, exposure: float) -> bytes:
+    """The fixture with its exposure scaled (8-bit values times `exposure`), as a PNG."""
+    image = np.asarray(Image.open(FIXTURES / name).convert("RGB"), np.float32)
+    out = io.BytesIO()
+    Image.fromarray(np.clip(image * exposure + 0.5, 0, 255).astype(np.uint8)).save(out, "PNG")
+    return out.getvalue()
+
+
+def _mouth_centre_width(points: np.ndarray) -> tuple[float, float]:
+    centre = float(points[MOUTH_LEFT][0] + points[MOUTH_RIGHT][0]) / 2
+    return centre, float(np.linalg.norm(points[MOUTH_RIGHT] - points[MOUTH_LEFT]))
+
+
+@pytest.mark.parametrize("name", CLOSED_FACES)
+def test_teeth_luminance_tracks_the_photos_exposure(
+    backend: WarpBackend, faces: dict[str, Face], landmarker: FaceLandmarker, name: str
+) -> None:
+    """Synthesised teeth over the skin around the mouth are as bright as photographed teeth
+    are (within 15% of the smiling photos' range), and stay so when the photo is darker."""
+    real = [
+        m.teeth_over_skin(
+            faces[n].asset.image,
+            m.inner_lip_mask(faces[n].asset.image, faces[n].points),
+            faces[n].points,
+        )
+        for n in SMILING_FACES
+    ]
+    low, high = 0.85 * min(real), 1.15 * max(real)
+    ratios = []
+    for exposure in (1.0, 0.6):
+        asset = FaceAsset.prepare(_darkened(name, exposure))
+        prepared = backend.prepare(asset)
+        face = Face(asset, prepared, landmarker.detect(asset.image)[0].points)
+        mouth = MouthShape(0.8, 0.0)
+        frame = backend.render(prepared, mouth)
+        ratio = m.teeth_over_skin(frame, synthesised(backend, face, mouth), face.points)
+        assert low <= ratio <= high, f"{name} x{exposure}: teeth/skin {ratio:.2f}, real {real}"
+        ratios.append(ratio)
+    assert abs(ratios[1] / ratios[0] - 1.0) <= 0.1, ratios
+
+
+@pytest.mark.parametrize("name", CLOSED_FACES + SMILING_FACES)
+def test_lower_incisors_show_on_wide_openings(
+    backend: WarpBackend, faces: dict[str, Face], name: str
+) -> None:
+    """At full openness, lower teeth show right above the lower lip (which covers the rest of
+    them), with the darker mouth between them and the upper teeth."""
+    face = faces[name]
+    centre, width = _mouth_centre_width(face.points)
+    mouth = MouthShape(1.0, 0.0)
+    frame = backend.render(face.prepared, mouth)
+    assert m.lower_teeth_visible(frame, synthesised(backend, face, mouth), width, centre)
+
+
+@pytest.mark.parametrize("name", CLOSED_FACES + SMILING_FACES)
+def test_no_dark_rim_along_the_inner_lower_lip(
+    backend: WarpBackend, faces: dict[str, Face], name: str
+) -> None:
+    """Where the open mouth meets the lower lip there is no band darker than both the lip
+    and the mouth just inside it (a rim at most 8% of the lip's brightness)."""
+    face = faces[name]
+    centre, width = _mouth_centre_width(face.points)
+    for openness in (0.7, 1.0):
+        mouth = MouthShape(openness, 0.0)
+        frame = backend.render(face.prepared, mouth)
+        rim = m.inner_lower_lip_rim(frame, synthesised(backend, face, mouth), width, centre)
+        assert rim <= 0.08, f"{name} at {openness}: rim {rim:.3f}"

@@ -81,11 +81,12 @@ def prepare_warp_face(face: FaceAsset, *, articulation: float = 1.0) -> WarpFace
         jaw_share=jaw_share,
         inv_upper_falloff=1.0 / (UPPER_FALLOFF * mw),
         inv_lip_falloff=1.0 / (LIP_FALLOFF * mw),
-        feather=max(2.0, 1.5 * look.sharpness, 2.5 * scale),
+        feather=max(2.5, 2.0 * look.sharpness, 3.2 * scale),
         shadow=4.0 * scale,
-        shadow_strength=0.0 if frame.shows_interior else 0.35,
+        shadow_strength=0.0 if frame.shows_interior else 0.22,
         rim=max(2.5, 3.5 * scale),
         rim_strength=0.6,
+        wet_strength=0.2,
     )
     return WarpFace(
         face=face,

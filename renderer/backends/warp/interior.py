@@ -3,29 +3,48 @@
 - The upper plate belongs to the skull: upper teeth and gum, opaque, with a soft shadow below
   their edge. It never moves; the upper lip lifts off it.
 - The lower plate belongs to the jaw: cavity, tongue and lower teeth. Each frame shifts it down
-  by the jaw's drop, and the lower lip (which drops a little further) hides most of its teeth.
+  by the jaw's drop, and the lower lip (which drops a little further) hides most of its teeth:
+  on a wide opening the lower incisors' tips show above it.
 
 Where the photo shows its own mouth (a smile with teeth), the plates are the photo's pixels and
 only what the photo never showed (above and below its visible teeth, the cavity behind them)
-is synthesised. Synthesised pixels take colour from the lips and the whites of the eyes, and
-blur and grain measured from the photo (see photo.py).
+is synthesised. Synthesised pixels take colour from the lips, the skin and the whites of the
+eyes (or the photo's own teeth), and blur and grain measured from the photo (see photo.py).
+The teeth themselves are painted by teeth.py.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from renderer.backends.warp.geometry import MouthFrame
 from renderer.backends.warp.photo import PhotoLook, luma
+from renderer.backends.warp.teeth import (
+    LOWER_DROP,
+    LOWER_WIDTHS,
+    UPPER_RISE,
+    UPPER_WIDTHS,
+    CrownRow,
+    crown_row,
+    face_seed,
+    lower_teeth,
+    teeth_colour,
+    upper_teeth,
+)
 
-# Apparent crown widths from the midline outwards, as fractions of the inner half-width:
-# incisors are broad and face the camera; canines and premolars turn away and look narrow.
-UPPER_CROWNS = (0.22, 0.17, 0.14, 0.12, 0.11, 0.10, 0.10, 0.10, 0.10)
-LOWER_CROWNS = (0.14, 0.13, 0.13, 0.12, 0.11, 0.10, 0.10, 0.10, 0.10, 0.10)
 NOISE_SEED = 20261204
+# Closed faces: the upper incisors end this far below the lip line (fraction of mouth width),
+# and the lower ones start this far above it, so that on a wide opening the jaw (which drops
+# a little less than the lower lip) brings their biting edges out from behind the lip.
+UPPER_EDGE = 0.06
+LOWER_TOP = 0.015
+# A smile's lower incisors sit behind its upper ones (overbite) and come out as the jaw drops;
+# their tips show at most this far above the lower lip (fraction of mouth width).
+SMILE_OVERBITE = 0.035
+SMILE_LOWER_SHOW = 0.07
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -35,6 +54,7 @@ class Plates:
     upper_alpha: np.ndarray  # (h, w) float32
     lower_rgb: np.ndarray  # (h + 2 pad_y, w + 2 pad_x, 3) float32, padded for the shift
     pad: tuple[int, int]  # (pad_x, pad_y)
+    wet: np.ndarray  # (3,) colour of the light on the wet inner edge of the lower lip
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,21 +65,19 @@ class Palette:
     tongue: np.ndarray
 
 
-def palette(look: PhotoLook) -> Palette:
+def palette(look: PhotoLook, teeth: np.ndarray | None = None) -> Palette:
+    """The interior's colours from the photo's; `teeth` when the photo shows its own."""
     lip = look.lip
-    # Teeth: a warm ivory as bright as a little under the whites of the eyes, and brighter
-    # than the skin under any light (glasses or squints can hide the eyes' whites).
-    level = max(0.9 * float(luma(look.sclera)), 1.3 * float(luma(look.skin)))
-    ivory = np.array([1.0, 0.94, 0.82])
-    # a little of the mouth's own warm light falls on them
-    tint = 0.7 * ivory + 0.3 * look.skin / max(float(luma(look.skin)), 1.0)
-    teeth = tint * min(level, 228.0) / float(luma(tint))
-    cavity = 0.85 * (lip * 0.38) + 0.15 * (look.skin * 0.25)  # dark red-brown, never grey
+    # dark red-brown, never grey: the mouth's wet walls under little light
+    cavity = 0.85 * lip * np.array([0.40, 0.27, 0.26]) + 0.15 * (look.skin * 0.22)
+    # the tongue: pinker and less saturated than the lips, a little darker
+    grey = float(luma(lip))
+    tongue = 0.8 * lip * np.array([0.95, 0.78, 0.80]) + 0.2 * grey
     return Palette(
-        teeth=np.clip(teeth, 0, 245),
+        teeth=teeth_colour(look) if teeth is None else teeth,
         gum=np.clip(lip * np.array([1.08, 0.92, 0.95]) + 8, 0, 255),
         cavity=cavity,
-        tongue=np.clip(lip * np.array([0.92, 0.70, 0.72]), 0, 255),
+        tongue=np.clip(tongue, 0, 255),
     )
 
 
@@ -81,26 +99,34 @@ def build_plates(
     ].astype(np.float64)
     u, v = frame.to_uv(xs, ys)
     rel = v - frame.curve(frame.line, u)
-    colours = palette(look)
-    reuse = frame.shows_interior
+    mw, hw = frame.mouth_width, frame.inner_half_width
+    reuse, both_rows = frame.shows_interior, True
     if reuse:
-        edge = _photo_split(image, frame, u)
-        # lower incisors sit behind the upper ones (overbite) and come out as the jaw drops
-        lower_teeth_top = edge - 0.035 * frame.mouth_width
-        colours = replace(colours, teeth=_photo_teeth_colour(image, frame, colours.teeth))
+        edge, both_rows = _photo_split(image, frame, u)
+        lip_edge = frame.curve(frame.lower, u)
+        lower_top = np.minimum(edge - SMILE_OVERBITE * mw, lip_edge - SMILE_LOWER_SHOW * mw)
+        colours = palette(look, _photo_teeth_colour(image, frame, teeth_colour(look)))
     else:
-        edge = frame.mouth_width * (0.07 - 0.10 * (u / frame.inner_half_width) ** 2)
-        lower_teeth_top = edge - 0.02 * frame.mouth_width
-    up_rgb, up_alpha = _upper_teeth(u, rel, edge, frame, colours)
-    low_rgb = _lower_jaw(u, rel, lower_teeth_top, frame, colours)
-    up_rgb, up_alpha = _photographed(up_rgb, look), _soften(up_alpha, look)
-    low_rgb = _photographed(low_rgb, look)
+        colours = palette(look)
+        edge = mw * (UPPER_EDGE - 0.10 * (u / hw) ** 2)
+        lower_top = mw * (-LOWER_TOP + 0.10 * (u / hw) ** 2)
+    seed = face_seed(image)
+    upper_row = crown_row(UPPER_WIDTHS, UPPER_RISE, seed)
+    lower_row = crown_row(LOWER_WIDTHS, LOWER_DROP, seed + 1)
+    up_rgb, up_alpha = upper_teeth(
+        u, rel, edge, frame, upper_row, colours.teeth, colours.gum, colours.cavity
+    )
+    low_rgb = _lower_jaw(u, rel, lower_top, frame, lower_row, colours)
+    softness = _softness(look, frame, u)
+    up_rgb, up_alpha = _photographed(up_rgb, look, softness), _soften(up_alpha, softness)
+    low_rgb = _photographed(low_rgb, look, softness)
     if reuse:
         photo = cv2.remap(
             image, xs.astype(np.float32), ys.astype(np.float32), cv2.INTER_LINEAR
         ).astype(np.float32)
+        lip = None if both_rows else frame.curve(frame.lower, u)
         up_rgb, up_alpha, low_rgb = _reuse_photo(
-            look.sharpness, photo, rel, edge, up_rgb, up_alpha, low_rgb
+            look.sharpness, photo, rel, edge, lip, up_rgb, up_alpha, low_rgb
         )
     inner = (
         slice(pad_y, pad_y + rows.stop - rows.start),
@@ -112,100 +138,89 @@ def build_plates(
         upper_alpha=np.ascontiguousarray(up_alpha[inner], np.float32),
         lower_rgb=np.ascontiguousarray(low_rgb, np.float32),
         pad=(pad_x, pad_y),
+        wet=_wet_light(look, colours.teeth),
     )
 
 
-def _crowns(
-    u: np.ndarray, half_width: float, widths: tuple[float, ...]
-) -> tuple[np.ndarray, np.ndarray]:
-    """For each pixel: which crown from the midline (0, 1, ...) and where across it (0..1)."""
-    edges = np.concatenate([[0.0], np.cumsum(widths)])
-    x = np.abs(u) / half_width
-    index = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(widths) - 1)
-    t = (x - edges[index]) / np.asarray(widths)[index]
-    return index, np.clip(t, 0.0, 1.0)
-
-
-def _crown_shading(t: np.ndarray, width_px: np.ndarray) -> np.ndarray:
-    """Brightness across one crown: a rounded face, dark slits where neighbours meet."""
-    across = 1.0 - 0.18 * (2.0 * t - 1.0) ** 4
-    to_gap = np.minimum(t, 1.0 - t) * width_px
-    slit = 0.20 * np.exp(-((to_gap / 0.8) ** 2))
-    return np.asarray(across * (1.0 - slit))
-
-
-def _upper_teeth(
-    u: np.ndarray, rel: np.ndarray, edge: np.ndarray, frame: MouthFrame, c: Palette
-) -> tuple[np.ndarray, np.ndarray]:
-    mw, hw = frame.mouth_width, frame.inner_half_width
-    un = np.abs(u) / hw
-    index, t = _crowns(u, hw, UPPER_CROWNS)
-    width_px = np.asarray(UPPER_CROWNS)[index] * hw
-    bow = (2.0 * t - 1.0) ** 2
-    crown_edge = edge - 0.022 * mw * bow * (index < 3)  # rounded incisal corners, front teeth
-    crown_h = mw * (0.20 - 0.07 * un**2)
-    gum_line = edge - crown_h + 0.035 * mw * bow  # the gum dips between teeth (papillae)
-    z = np.clip((rel - gum_line) / np.maximum(crown_edge - gum_line, 1.0), 0.0, 1.0)
-    lateral = 1.0 - 0.6 * np.clip(un, 0, 1.2) ** 1.6  # back teeth sit in the cheeks' shadow
-    # no two teeth are quite the same shade
-    jitter = 1.0 + np.random.default_rng(NOISE_SEED).uniform(-0.07, 0.07, len(UPPER_CROWNS))[index]
-    shade = jitter * (
-        _crown_shading(t, width_px)
-        * lateral
-        * (0.86 + 0.14 * np.sin(np.pi * np.clip(z * 1.3, 0, 1)))
-    )
-    teeth = c.teeth * shade[..., None]
-    # the biting edge is thin enamel: the dark cavity shows through it a little
-    translucent = np.clip((z - 0.85) / 0.15, 0.0, 1.0)[..., None] * 0.2
-    teeth = teeth * (1 - translucent) + c.cavity * translucent
-    on_gum = np.clip(gum_line - rel + 0.5, 0.0, 1.0)[..., None]
-    rgb = teeth * (1 - on_gum) + (c.gum * lateral[..., None]) * on_gum
-    solid = np.clip(crown_edge - rel + 0.5, 0.0, 1.0)
-    # below the teeth: their soft shadow on whatever lies behind
-    shadow = 0.25 * np.exp(-np.maximum(rel - crown_edge, 0.0) / (0.04 * mw))
-    alpha = solid + (1.0 - solid) * shadow
-    rgb = rgb * solid[..., None] + c.cavity * 0.5 * (1.0 - solid[..., None])
-    return rgb, alpha
+def _wet_light(look: PhotoLook, teeth: np.ndarray) -> np.ndarray:
+    """The sheen on the wet inner lip: the light's colour at about the teeth's brightness."""
+    return np.asarray(np.clip(0.55 * teeth + 0.45 * look.lip * 1.15, 0, 255), np.float32)
 
 
 def _lower_jaw(
-    u: np.ndarray, rel: np.ndarray, teeth_top: np.ndarray, frame: MouthFrame, c: Palette
+    u: np.ndarray,
+    rel: np.ndarray,
+    teeth_top: np.ndarray,
+    frame: MouthFrame,
+    row: CrownRow,
+    c: Palette,
 ) -> np.ndarray:
+    """Cavity, tongue and lower teeth, as the jaw carries them."""
     mw, hw = frame.mouth_width, frame.inner_half_width
-    un = np.abs(u) / hw
-    lateral = 1.0 - 0.5 * np.clip(un, 0, 1.2) ** 1.5
-    # cavity: darkest deep in the middle, a little lighter towards the cheeks
-    cavity = c.cavity * (0.75 + 0.35 * np.clip(un, 0, 1))[..., None]
-    # tongue: a dome behind the lower teeth, lit at the front, falling into shadow at the back
-    reach = np.sqrt(np.clip(1.0 - (u / (0.8 * hw)) ** 2, 0.0, 1.0))
-    tongue_top = teeth_top - 0.10 * mw * reach
-    depth = np.clip((teeth_top - rel) / np.maximum(teeth_top - tongue_top, 1.0), 0.0, 1.0)
-    tongue = c.tongue * (1.0 - 0.6 * depth**1.2)[..., None] * lateral[..., None]
-    gloss = np.exp(-((u / (0.35 * hw)) ** 2) - ((depth - 0.3) / 0.2) ** 2) * 0.25
-    tongue = tongue + (c.teeth * 0.8 - tongue) * gloss[..., None]
-    on_tongue = np.clip(rel - tongue_top + 0.5, 0.0, 1.0) * (reach > 0)
-    rgb = cavity + (tongue - cavity) * on_tongue[..., None]
-    # lower teeth: smaller crowns, in the upper teeth's and lower lip's shade
-    index, t = _crowns(u, hw, LOWER_CROWNS)
-    width_px = np.asarray(LOWER_CROWNS)[index] * hw
-    crown_top = teeth_top + 0.012 * mw * (2.0 * t - 1.0) ** 2
-    crown = 1.0 - 0.6 * (1.0 - _crown_shading(t, width_px))  # slits half hidden by the lip
-    teeth = c.teeth * (0.85 * crown * lateral)[..., None]
-    # only the front teeth of the lower row show; further back they turn into the dark
-    front = np.clip((0.7 - un) / 0.2, 0.0, 1.0)
-    on_teeth = (np.clip(rel - crown_top + 0.5, 0.0, 1.0) * front)[..., None]
-    return np.asarray(rgb + (teeth - rgb) * on_teeth)
+    un = np.clip(np.abs(u) / hw, 0, 1)
+    # cavity: darkest deep in the middle and high up behind the upper teeth, a little light
+    # reaching in from the corners and off the tongue
+    low = np.clip((rel - teeth_top + 0.12 * mw) / (0.12 * mw), 0.0, 1.0)
+    cavity = c.cavity * (0.55 + 0.35 * un + 0.25 * low)[..., None]
+    rgb = cavity + _tongue(u, rel, teeth_top, frame, c, cavity)
+    teeth, cover = lower_teeth(u, rel, teeth_top, frame, row, c.teeth)
+    return np.asarray(rgb + (teeth - rgb) * cover[..., None])
 
 
-def _soften(alpha: np.ndarray, look: PhotoLook) -> np.ndarray:
-    return np.asarray(cv2.GaussianBlur(alpha.astype(np.float32), (0, 0), look.sharpness))
+def _tongue(
+    u: np.ndarray,
+    rel: np.ndarray,
+    teeth_top: np.ndarray,
+    frame: MouthFrame,
+    c: Palette,
+    cavity: np.ndarray,
+) -> np.ndarray:
+    """What the tongue adds to the cavity: a rounded dorsum behind the lower teeth, its top
+    edge soft where the surface turns away, lit along its crown, darker at its sides."""
+    mw, hw = frame.mouth_width, frame.inner_half_width
+    across = np.clip(u / (0.8 * hw), -1.0, 1.0)
+    reach = np.sqrt(1.0 - across**2)
+    top = teeth_top - 0.11 * mw * reach
+    depth = (rel - top) / (0.07 * mw)  # 0 at its top edge, 1 where it faces the camera
+    on = np.clip(depth / 0.45, 0.0, 1.0) * (reach > 0.05)
+    on = on * on * (3.0 - 2.0 * on)
+    facing = np.sin(0.5 * np.pi * np.clip(depth, 0.0, 1.0))
+    lit = (0.35 + 0.65 * facing) * (0.55 + 0.45 * reach)
+    # a faint furrow runs down its middle
+    lit = lit * (1.0 - 0.1 * np.exp(-((u / (0.05 * hw)) ** 2)) * facing)
+    tongue = c.tongue * lit[..., None]
+    sheen = 0.14 * np.exp(-((u / (0.3 * hw)) ** 2) - ((depth - 0.8) / 0.35) ** 2)
+    tongue = tongue + (c.teeth * 0.75 - tongue) * sheen[..., None]
+    return np.asarray((tongue - cavity) * on[..., None])
 
 
-def _photographed(rgb: np.ndarray, look: PhotoLook) -> np.ndarray:
+def _softness(look: PhotoLook, frame: MouthFrame, u: np.ndarray) -> tuple[float, np.ndarray]:
+    """Blur for the plates: the photo's, plus the soft edges of real enamel and gums, and
+    more of it towards the corners, where everything sits further back and out of focus."""
+    base = float(np.hypot(look.sharpness, 0.008 * frame.mouth_width))
+    back = np.clip((np.abs(u) / frame.inner_half_width - 0.35) / 0.5, 0.0, 1.0)
+    return base, back.astype(np.float32)
+
+
+def _soften(alpha: np.ndarray, softness: tuple[float, np.ndarray]) -> np.ndarray:
+    return _blurred(alpha.astype(np.float32), softness)
+
+
+def _blurred(values: np.ndarray, softness: tuple[float, np.ndarray]) -> np.ndarray:
+    """Blur by the base sigma, and by twice as much where `softness`'s weight says so."""
+    sigma, back = softness
+    sharp = cv2.GaussianBlur(values, (0, 0), sigma)
+    soft = cv2.GaussianBlur(values, (0, 0), 2.0 * sigma)
+    weight = back if values.ndim == 2 else back[..., None]
+    return np.asarray(sharp + (soft - sharp) * weight)
+
+
+def _photographed(
+    rgb: np.ndarray, look: PhotoLook, softness: tuple[float, np.ndarray]
+) -> np.ndarray:
     """Blur to the photo's sharpness, then add its grain (luma and a little chroma)."""
-    blurred = cv2.GaussianBlur(rgb.astype(np.float32), (0, 0), look.sharpness)
+    blurred = _blurred(rgb.astype(np.float32), softness)
     rng = np.random.default_rng(NOISE_SEED)
-    # bilinear resampling while the jaw moves smooths grain a little: start a touch stronger
     sigma = look.noise
     grain = rng.normal(0.0, sigma, rgb.shape[:2])[..., None] + rng.normal(
         0.0, 0.3 * sigma, rgb.shape
@@ -213,10 +228,12 @@ def _photographed(rgb: np.ndarray, look: PhotoLook) -> np.ndarray:
     return np.asarray(np.clip(blurred + grain, 0, 255), np.float32)
 
 
-def _photo_split(image: np.ndarray, frame: MouthFrame, u: np.ndarray) -> np.ndarray:
-    """Where the photo's upper teeth end, for each plate pixel's column (rel units)."""
+def _photo_split(image: np.ndarray, frame: MouthFrame, u: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Where the photo's upper teeth end, for each plate pixel's column (rel units), and
+    whether the photo shows its lower teeth below them."""
     top, bottom = frame.curve(frame.upper, u), frame.curve(frame.lower, u)
-    return np.asarray(top + _teeth_split(image, frame) * (bottom - top))
+    fraction, both_rows = _teeth_split(image, frame)
+    return np.asarray(top + fraction * (bottom - top)), both_rows
 
 
 def _photo_teeth_colour(image: np.ndarray, frame: MouthFrame, fallback: np.ndarray) -> np.ndarray:
@@ -232,8 +249,9 @@ def _photo_teeth_colour(image: np.ndarray, frame: MouthFrame, fallback: np.ndarr
     return np.asarray(pixels[pick].mean(axis=0)) if pick.sum() >= 4 else fallback
 
 
-def _teeth_split(image: np.ndarray, frame: MouthFrame) -> float:
-    """Where between the rest lips the upper teeth end (0 top .. 1 bottom).
+def _teeth_split(image: np.ndarray, frame: MouthFrame) -> tuple[float, bool]:
+    """Where between the rest lips the upper teeth end (0 top .. 1 bottom), and whether a
+    lower row shows below them.
 
     The darkest row between two rows of teeth if the photo shows one; else the teeth seen are
     the upper row (a smile shows it, the lower lip hides the lower one), so they end where the
@@ -253,9 +271,9 @@ def _teeth_split(image: np.ndarray, frame: MouthFrame) -> float:
     darkest = int(np.argmin(inner[brightest:])) + brightest
     if darkest > brightest and inner[darkest] < 0.8 * float(profile[brightest]):
         if profile[darkest:].max() > 0.9 * inner[darkest] / 0.8:
-            return float(fractions[darkest])
+            return float(fractions[darkest]), True
     below = np.flatnonzero(profile[brightest:] < 0.85 * profile[brightest])
-    return float(fractions[brightest + below[0]] if below.size else fractions[-1])
+    return float(fractions[brightest + below[0]] if below.size else fractions[-1]), False
 
 
 def _reuse_photo(
@@ -263,17 +281,24 @@ def _reuse_photo(
     photo: np.ndarray,
     rel: np.ndarray,
     split: np.ndarray,
+    lip: np.ndarray | None,
     up_rgb: np.ndarray,
     up_alpha: np.ndarray,
     low_rgb: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The photo's own teeth where it shows them: its pixels above the split are the upper
-    plate (the skull's), below it the lower plate (the jaw's); only the shadow under the upper
-    teeth and the tongue and cavity behind them are synthesised."""
+    plate (the skull's); below it they ride on the jaw. Where the photo shows no lower teeth,
+    its dark gap between the upper teeth and the lower lip (`lip`, its rest inner edge) is
+    synthesised too, so the new lower incisors run on down behind the lower lip."""
     # the teeth's lower edge as soft as the photo's own edges
-    upper = np.clip((split - rel) / max(3.0 * softness, 2.0) + 0.5, 0, 1)
+    ramp = max(3.0 * softness, 2.0)
+    upper = np.clip((split - rel) / ramp + 0.5, 0, 1)
     u3 = upper[..., None]
     up = photo * u3 + up_rgb * (1 - u3)
     alpha = upper + (1 - upper) * up_alpha
-    low = photo * (1 - u3) + low_rgb * u3
+    own = 1.0 - upper
+    if lip is not None:
+        own = np.clip((rel - lip) / ramp + 0.5, 0, 1)
+    o3 = own[..., None]
+    low = photo * o3 + low_rgb * (1 - o3)
     return up, np.clip(alpha, 0, 1), low

@@ -23,6 +23,7 @@ from renderer.backends.warp.geometry import (
 from renderer.backends.warp.interior import Plates
 
 F32 = np.float32
+WET_FEATHER = 1.6
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -47,8 +48,9 @@ class WarpShape:
     feather: float  # px over which lips blend into the mouth interior
     shadow: float  # px: length of the upper lip's shadow on the teeth
     shadow_strength: float  # 0 where the photo's own teeth already carry the lip's shadow
-    rim: float  # px: how far the lips' inner rims darken towards the open mouth
-    rim_strength: float  # how dark the rim gets right at the edge (0..1)
+    rim: float  # px: how far the upper lip's inner rim darkens towards the open mouth
+    rim_strength: float  # how dark that rim gets right at the edge (0..1)
+    wet_strength: float  # how strongly the lower lip's wet inner edge catches the light
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,8 +164,12 @@ def _interior(
     plates = face.plates
     rel = face.fields.rel[plates.window]
     from_top, from_bottom = rel - top, bottom - rel
+    # the lower lip's wet inner edge blends into the mouth over more pixels than the upper's
     inv_feather = F32(1.0 / face.feather)
-    coverage = np.clip(np.minimum(from_top, from_bottom) * inv_feather + F32(0.5), 0.0, 1.0)
+    inv_wet_feather = F32(1.0 / (WET_FEATHER * face.feather))
+    coverage = np.clip(
+        np.minimum(from_top * inv_feather, from_bottom * inv_wet_feather) + F32(0.5), 0.0, 1.0
+    )
     coverage *= np.minimum(np.maximum(bottom - top, F32(0.0)), F32(1.0))
 
     # the jaw carries the lower plate down (and along the tilt of the mouth)
@@ -181,18 +187,27 @@ def _interior(
     )
     a = plates.upper_alpha[..., None]
     colour = lower + (plates.upper_rgb - lower) * a
-    # soft shadow under the upper lip, and the lower lip's on what lies just above it
-    shade = F32(1.0) - F32(face.shadow_strength) * np.exp(
-        -np.maximum(from_top, F32(0.0)) * F32(1.0 / face.shadow)
-    )
-    shade -= F32(0.2) * np.exp(-np.maximum(from_bottom, F32(0.0)) * F32(1.5 / face.shadow))
-    colour *= shade[..., None]
-    # the lips curl into the mouth: their inner rims darken towards it, so lip meets cavity
-    # over a few pixels the way it does in photographs, not along a cut-out edge
-    outside = np.maximum(-np.minimum(from_top, from_bottom), F32(0.0))
-    rim = F32(face.rim_strength * min(openness / 0.3, 1.0)) * np.exp(-outside * F32(1.0 / face.rim))
-    # ... only where this column of the mouth is open: no dark line past the corners
-    rim *= (F32(1.0) - coverage) * np.minimum((bottom - top) * F32(0.25), F32(1.0))
-    alpha = coverage + rim
-    colour = colour * (coverage / np.maximum(alpha, F32(1e-6)))[..., None]
+    # soft shadow under the upper lip (light comes from above: the lower lip casts none)
+    if face.shadow_strength:
+        shade = F32(1.0) - F32(face.shadow_strength) * np.exp(
+            -np.maximum(from_top, F32(0.0)) * F32(1.0 / face.shadow)
+        )
+        colour *= shade[..., None]
+    # ... only where this column of the mouth is open: nothing past the corners
+    lips = (F32(1.0) - coverage) * np.minimum((bottom - top) * F32(0.25), F32(1.0))
+    lips *= F32(min(openness / 0.3, 1.0))
+    # the upper lip curls into the mouth: its inner rim darkens towards it over a few pixels,
+    # the way it does in photographs, not along a cut-out edge
+    dark = F32(face.rim_strength) * np.exp(np.minimum(from_top, F32(0.0)) * F32(1.0 / face.rim))
+    # the lower lip's wet inner edge blends into the mouth and catches the light just outside
+    # it: a soft sheen, never an outline
+    below = np.maximum(-from_bottom, F32(0.0)) * F32(1.0 / face.rim) - F32(0.4)
+    wet = F32(face.wet_strength) * np.exp(-below * below * F32(6.0))
+    nearer_bottom = from_bottom < from_top
+    dark *= np.where(nearer_bottom, F32(0.0), lips)
+    wet *= np.where(nearer_bottom, lips, F32(0.0))
+    alpha = coverage + dark + wet
+    colour = (colour * coverage[..., None] + plates.wet * wet[..., None]) / np.maximum(
+        alpha, F32(1e-6)
+    )[..., None]
     return colour, alpha
