@@ -350,12 +350,14 @@ class Broker:
 
 
 def answer(upstream: httpx.Response) -> Response:
-    """The API's answer as it is (errors included), with its Retry-After."""
+    """The API's answer as it is (errors included), with its Retry-After and, after a 408 (the
+    rest of the body is never read), Connection: close."""
+    kept = {k: v for k, v in upstream.headers.items() if k.lower() in ("retry-after", "connection")}
     return Response(
         content=upstream.content,
         status_code=upstream.status_code,
         media_type=upstream.headers.get("content-type"),
-        headers={k: v for k, v in upstream.headers.items() if k.lower() == "retry-after"},
+        headers=kept,
     )
 
 
