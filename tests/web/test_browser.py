@@ -281,7 +281,7 @@ def test_conversation_hears_the_mic_answers_says_typed_text_and_ends_with_a_cost
     # the fake mic's speech reaches the agent's STT; its transcript, then the LLM's answer in
     # the TTS voice, appear in the pane as final turns
     browser.wait_for(BUBBLE_WITH, {"role": "user", "text": QUESTION}, timeout_s=150)
-    browser.wait_for(BUBBLE_WITH, {"role": "assistant", "text": ANSWER}, timeout_s=150)
+    browser.wait_for(BUBBLE_WITH, {"role": "agent", "text": ANSWER}, timeout_s=150)
     assert fake_openai.heard_s and max(fake_openai.heard_s) > 1.0  # real audio was transcribed
     assert ANSWER in fake_openai.spoken
     browser.screenshot(OUT / "14-conversation.png")
@@ -291,7 +291,7 @@ def test_conversation_hears_the_mic_answers_says_typed_text_and_ends_with_a_cost
     browser.wait_for("() => document.querySelector('[data-testid=mute]').title === 'Unmute'")
     browser.fill("[data-testid=say-input]", SAY)
     browser.click("[data-testid=say]")
-    browser.wait_for(BUBBLE_WITH, {"role": "assistant", "text": SAY}, timeout_s=90)
+    browser.wait_for(BUBBLE_WITH, {"role": "agent", "text": SAY}, timeout_s=90)
     assert SAY in fake_openai.spoken
 
     browser.click("[data-testid=end]")

@@ -4,5 +4,6 @@ export type {
   AudioPlaybackHandle,
   SessionStatus,
   TranscriptMessage,
+  MessageRole,
   SessionInfoLike,
 } from "../core/types.js";
