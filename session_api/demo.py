@@ -361,6 +361,13 @@ def answer(upstream: httpx.Response) -> Response:
     )
 
 
+def with_camel_case(created: dict[str, Any]) -> dict[str, Any]:
+    """The API's create answer plus `sessionId` and `livekitUrl`: what the React hooks' README
+    says a backend returns (`return res.json(); // { sessionId, livekitUrl, token }`), so a page
+    written for @northmodellabs/atlas-react works against this broker unchanged."""
+    return {**created, "sessionId": created["session_id"], "livekitUrl": created["livekit_url"]}
+
+
 def _visitor_fields(fields: dict[str, object]) -> dict[str, str]:
     """face_url and mode, as text; 400 for anything a visitor may not set."""
     for name in fields:
@@ -459,9 +466,10 @@ def _broker_router(broker: Broker | None) -> APIRouter:
                     session_id = str(upstream.json()["session_id"])
             finally:
                 b.admitted(visitor, session_id)
-        response = answer(upstream)
-        if session_id is not None:
-            b.remember(request, response, session_id)
+        if session_id is None:
+            return answer(upstream)
+        response = JSONResponse(with_camel_case(upstream.json()))
+        b.remember(request, response, session_id)
         return response
 
     @router.get("/session/{session_id}")

@@ -83,6 +83,8 @@ async def test_create_swap_status_and_end_with_no_key_from_the_page(
     assert created.status_code == 200, created.text
     body = created.json()
     assert body["mode"] == "passthrough" and body["token"] and body["livekit_url"]
+    # the camelCase names the React hook's README expects from a backend, beside the API's own
+    assert (body["sessionId"], body["livekitUrl"]) == (body["session_id"], body["livekit_url"])
     session_id = body["session_id"]
 
     swapped = await client.patch(f"/api/session/{session_id}", files=face_files(face_bytes))

@@ -403,3 +403,95 @@ def test_offline_upload_shows_progress_and_plays_the_mp4(stack: Stack, browser: 
     )
     assert 5 < duration < 10  # the 7 s speech fixture
     browser.screenshot(OUT / "13-offline-done.png")
+
+
+# --- the published @northmodellabs/atlas-react, as its README uses it ---------------------------
+UPSTREAM = HERE.parents[1] / "web" / "dist" / "upstream"
+UPSTREAM_VIDEO = "[data-testid=avatar] video"
+CONTENT_TYPES = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".jpg": "image/jpeg",
+    ".wav": "audio/wav",
+}
+
+
+def open_upstream_page(stack: Stack, browser: Browser, fragment: str) -> None:
+    """Serve web/dist/upstream (built by `npm run build`) at /upstream/ of the API's origin."""
+    assert (UPSTREAM / "index.html").is_file(), "web/dist/upstream is missing: scripts/web.sh build"
+    base = f"{stack.base_url}/upstream/"
+    for path in UPSTREAM.rglob("*"):
+        if path.is_file():
+            rel = path.relative_to(UPSTREAM).as_posix()
+            url = base + ("" if rel == "index.html" else rel)
+            browser.call("route", url=url, path=str(path), contentType=CONTENT_TYPES[path.suffix])
+    browser.call(
+        "route", url=base + "speech.wav", path=str(FIXTURES / "speech.wav"), contentType="audio/wav"
+    )
+    browser.open(f"{base}#{fragment}")
+    browser.wait_for("() => !!window.upstream")
+
+
+def end_upstream_session(browser: Browser) -> None:
+    """`disconnect()` calls deleteSession, and the API says the session ended."""
+    ended = browser.eval(
+        """async () => { const u = window.upstream; const id = u.session.sessionId;
+        await u.session.disconnect();
+        const res = await fetch(`/api/session/${id}`);
+        return { id, deleted: u.deleted, status: (await res.json()).status }; }"""
+    )
+    assert ended["deleted"] == [ended["id"]], ended
+    assert ended["status"] == "ended", ended
+    browser.wait_for("() => window.upstream.session.status === 'disconnected'")
+
+
+def test_upstream_hook_passthrough_publish_audio_moves_the_mouth(
+    stack: Stack, browser: Browser, face_host: FaceHost
+) -> None:
+    open_upstream_page(stack, browser, f"mode=passthrough&face_url={face_host.url}")
+    browser.eval("async () => { await window.upstream.session.connect(); }")
+    wait_avatar(stack, browser, UPSTREAM_VIDEO)
+    assert browser.eval("() => window.upstream.session.status") == "connected"
+    silence = browser.measure(2.0, UPSTREAM_VIDEO)
+    browser.eval(
+        """async () => { const audio = await (await fetch("/upstream/speech.wav")).blob();
+        await window.upstream.session.publishAudio(audio); }"""
+    )
+    speech = browser.measure(4.0, UPSTREAM_VIDEO)
+    browser.screenshot(OUT / "16-upstream-passthrough.png")
+    still = statistics.median(silence["diffs"])
+    moving = sorted(speech["diffs"])[int(0.9 * len(speech["diffs"]))]
+    assert moving > max(4 * still, 1.5), f"speech {moving:.2f} vs silence {still:.2f}"
+    end_upstream_session(browser)
+
+
+UPSTREAM_SAY = "Our upstream hook says this verbatim."
+UPSTREAM_MESSAGE = """({ role, text }) => window.upstream.session.messages
+  .some((m) => m.final && m.role === role && m.text.includes(text))"""
+
+
+def test_upstream_hook_conversation_roles_and_send_chat_speaks(
+    stack: Stack, speaking_user: Browser, fake_openai: FakeOpenAI
+) -> None:
+    browser = speaking_user
+    fake_openai.transcripts[:] = [QUESTION] * 20
+    fake_openai.replies[:] = []
+    fake_openai.default_reply = ANSWER
+    open_upstream_page(stack, browser, "mode=conversation")
+    browser.eval(
+        "async () => { await window.upstream.session.connect(await window.upstream.face()); }"
+    )
+    wait_avatar(stack, browser, UPSTREAM_VIDEO)
+    # final transcripts with upstream's roles: the person is "user", the avatar "agent"
+    browser.wait_for(UPSTREAM_MESSAGE, {"role": "user", "text": QUESTION}, timeout_s=150)
+    browser.wait_for(UPSTREAM_MESSAGE, {"role": "agent", "text": ANSWER}, timeout_s=150)
+    # sendChat: the avatar says the text as written (a speak packet), the LLM is not asked
+    browser.eval("() => window.upstream.session.setMicEnabled(false)")
+    browser.eval("(text) => window.upstream.session.sendChat(text)", UPSTREAM_SAY)
+    browser.wait_for(UPSTREAM_MESSAGE, {"role": "agent", "text": UPSTREAM_SAY}, timeout_s=90)
+    assert UPSTREAM_SAY in fake_openai.spoken
+    # the LLM was never given it: a speak packet, not an lk.chat message
+    assert all(UPSTREAM_SAY not in json.dumps(r.body) for r in fake_openai.requests_to("chat"))
+    browser.screenshot(OUT / "17-upstream-conversation.png")
+    end_upstream_session(browser)

@@ -1,3 +1,4 @@
+"use client";
 export { useAtlasSession, type AtlasSession, type UseAtlasSessionOptions } from "./useAtlasSession.js";
 export type {
   AudioInput,

@@ -1,3 +1,4 @@
+"use client";
 /**
  * useAtlasSession: the React SDK's hook, a thin layer over createAtlasClient. Options and the
  * returned object follow the Atlas API v8.0 "React SDK" section and behave as
