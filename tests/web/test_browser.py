@@ -495,3 +495,89 @@ def test_upstream_hook_conversation_roles_and_send_chat_speaks(
     assert all(UPSTREAM_SAY not in json.dumps(r.body) for r in fake_openai.requests_to("chat"))
     browser.screenshot(OUT / "17-upstream-conversation.png")
     end_upstream_session(browser)
+
+
+# --- the page as a person uses it: a phone, a desktop, a kiosk screen ---------------------------
+COUNT_CREATES = """() => { window.__creates = []; const real = window.fetch;
+  window.fetch = async (url, init) => { const res = await real(url, init);
+    if (String(url).endsWith("/api/session") && init?.method === "POST")
+      window.__creates.push((await res.clone().json()).session_id);
+    return res; }; }"""
+FITS = """() => { const c = document.querySelector(".controls").getBoundingClientRect();
+  return c.left >= 0 && c.right <= innerWidth
+    && document.documentElement.scrollWidth <= innerWidth; }"""
+
+
+def test_the_page_for_a_person_on_a_phone_a_desktop_and_a_kiosk(stack: Stack) -> None:
+    need_browser()
+    browser = Browser(deny_mic=True)  # this person refuses the microphone
+    try:
+        browser.viewport(375, 812)
+        browser.open(f"{stack.base_url}/demo")
+        browser.screenshot(OUT / "18-phone-start.png")
+        browser.click("[data-face=grace]")
+        browser.click("[data-mode=conversation]")
+        browser.eval(COUNT_CREATES)
+        # an impatient double click on Start makes one session
+        browser.eval(
+            "() => { const b = document.querySelector('[data-testid=start]');"
+            " b.click(); b.click(); }"
+        )
+        wait_avatar(stack, browser)
+        assert browser.eval("() => window.__creates.length") == 1
+        # the refused microphone is said, not silent
+        refused = browser.wait_for(
+            "() => document.querySelector('[data-testid=mic-error]')?.textContent"
+        )
+        assert "microphone is off" in refused
+        assert browser.eval(FITS), "the controls overflow a 375 px screen"
+        assert (
+            browser.eval(
+                "() => document.querySelector('[data-testid=volume]').getAttribute('aria-label')"
+            )
+            == "Volume"
+        )
+        assert browser.eval(
+            "() => !!document.querySelector('[role=status]')"
+            " && !!document.querySelector('[role=log]')"
+        )
+        browser.screenshot(OUT / "19-phone-live.png")
+
+        # the face dialog: focus goes in, Esc closes it, focus comes back to its button
+        browser.click("[data-testid=swap-open]")
+        browser.wait_for(
+            "() => document.querySelector('[role=dialog]')?.contains(document.activeElement)"
+        )
+        assert (
+            browser.eval("() => document.querySelector('[role=dialog]').getAttribute('aria-modal')")
+            == "true"
+        )
+        browser.call("press", key="Escape")
+        browser.wait_for("() => !document.querySelector('[role=dialog]')")
+        assert browser.eval("() => document.activeElement?.dataset.testid") == "swap-open"
+
+        browser.viewport(1280, 800)
+        browser.screenshot(OUT / "20-desktop-live.png")
+        # the session drops (ended elsewhere): the page says so
+        browser.eval(
+            "async () => { const id = window.__creates[0];"
+            " await fetch(`/api/session/${id}`, { method: 'DELETE' }); }"
+        )
+        dropped = browser.wait_for(
+            "() => document.querySelector('[data-testid=dropped]')?.textContent", timeout_s=60
+        )
+        assert "ended by itself" in dropped
+        browser.screenshot(OUT / "21-desktop-dropped.png")
+
+        # the kiosk on a 16:9 screen shows the whole square face (contain), not a cropped one
+        browser.call("closePage")
+        browser.open(f"{stack.base_url}/demo?kiosk=1&face=grace&mode=passthrough")
+        browser.viewport(1920, 1080)
+        wait_avatar(stack, browser)
+        fit = browser.eval(
+            "() => getComputedStyle(document.querySelector('.kiosk video')).objectFit"
+        )
+        assert fit == "contain"
+        browser.screenshot(OUT / "22-kiosk-1920x1080.png")
+    finally:
+        browser.close()
