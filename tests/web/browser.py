@@ -82,10 +82,12 @@ def need_browser() -> None:
 
 
 class Browser:
-    def __init__(self, *, fake_mic_wav: Path | None = None) -> None:
+    def __init__(self, *, fake_mic_wav: Path | None = None, deny_mic: bool = False) -> None:
         env = {**os.environ}
         if fake_mic_wav is not None:
             env["ATLAS_FAKE_MIC_WAV"] = str(fake_mic_wav)
+        if deny_mic:
+            env["ATLAS_DENY_MIC"] = "1"
         self._proc = subprocess.Popen(
             ["node", str(HERE / "js" / "driver.mjs")],
             stdin=subprocess.PIPE,
@@ -137,6 +139,9 @@ class Browser:
 
     def fill(self, selector: str, value: str) -> None:
         self.call("fill", selector=selector, value=value)
+
+    def viewport(self, width: int, height: int) -> None:
+        self.call("viewport", width=width, height=height)
 
     def screenshot(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

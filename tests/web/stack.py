@@ -75,6 +75,9 @@ class Stack:
             # still frames in silence: any change of the mouth region is lip sync
             "ATLAS_RENDERER_IDLE_MOTION": "false",
             "ATLAS_REALTIME_RETRY_AFTER_S": "2",
+            # one visitor (127.0.0.1) plays every page of the suite, kiosk retries included
+            "ATLAS_DEMO_SESSIONS_PER_VISITOR": "4",
+            "ATLAS_DEMO_CREATES_PER_MINUTE": "60",
             **extra_env,
         }
         for name in ("ATLAS_DATABASE_URL", "ATLAS_STORAGE_URL", "ATLAS_DEMO_DIR"):

@@ -281,7 +281,7 @@ def test_conversation_hears_the_mic_answers_says_typed_text_and_ends_with_a_cost
     # the fake mic's speech reaches the agent's STT; its transcript, then the LLM's answer in
     # the TTS voice, appear in the pane as final turns
     browser.wait_for(BUBBLE_WITH, {"role": "user", "text": QUESTION}, timeout_s=150)
-    browser.wait_for(BUBBLE_WITH, {"role": "assistant", "text": ANSWER}, timeout_s=150)
+    browser.wait_for(BUBBLE_WITH, {"role": "agent", "text": ANSWER}, timeout_s=150)
     assert fake_openai.heard_s and max(fake_openai.heard_s) > 1.0  # real audio was transcribed
     assert ANSWER in fake_openai.spoken
     browser.screenshot(OUT / "14-conversation.png")
@@ -291,7 +291,7 @@ def test_conversation_hears_the_mic_answers_says_typed_text_and_ends_with_a_cost
     browser.wait_for("() => document.querySelector('[data-testid=mute]').title === 'Unmute'")
     browser.fill("[data-testid=say-input]", SAY)
     browser.click("[data-testid=say]")
-    browser.wait_for(BUBBLE_WITH, {"role": "assistant", "text": SAY}, timeout_s=90)
+    browser.wait_for(BUBBLE_WITH, {"role": "agent", "text": SAY}, timeout_s=90)
     assert SAY in fake_openai.spoken
 
     browser.click("[data-testid=end]")
@@ -403,3 +403,181 @@ def test_offline_upload_shows_progress_and_plays_the_mp4(stack: Stack, browser: 
     )
     assert 5 < duration < 10  # the 7 s speech fixture
     browser.screenshot(OUT / "13-offline-done.png")
+
+
+# --- the published @northmodellabs/atlas-react, as its README uses it ---------------------------
+UPSTREAM = HERE.parents[1] / "web" / "dist" / "upstream"
+UPSTREAM_VIDEO = "[data-testid=avatar] video"
+CONTENT_TYPES = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".jpg": "image/jpeg",
+    ".wav": "audio/wav",
+}
+
+
+def open_upstream_page(stack: Stack, browser: Browser, fragment: str) -> None:
+    """Serve web/dist/upstream (built by `npm run build`) at /upstream/ of the API's origin."""
+    assert (UPSTREAM / "index.html").is_file(), "web/dist/upstream is missing: scripts/web.sh build"
+    base = f"{stack.base_url}/upstream/"
+    for path in UPSTREAM.rglob("*"):
+        if path.is_file():
+            rel = path.relative_to(UPSTREAM).as_posix()
+            url = base + ("" if rel == "index.html" else rel)
+            browser.call("route", url=url, path=str(path), contentType=CONTENT_TYPES[path.suffix])
+    browser.call(
+        "route", url=base + "speech.wav", path=str(FIXTURES / "speech.wav"), contentType="audio/wav"
+    )
+    browser.open(f"{base}#{fragment}")
+    browser.wait_for("() => !!window.upstream")
+
+
+def end_upstream_session(browser: Browser) -> None:
+    """`disconnect()` calls deleteSession, and the API says the session ended."""
+    ended = browser.eval(
+        """async () => { const u = window.upstream; const id = u.session.sessionId;
+        await u.session.disconnect();
+        const res = await fetch(`/api/session/${id}`);
+        return { id, deleted: u.deleted, status: (await res.json()).status }; }"""
+    )
+    assert ended["deleted"] == [ended["id"]], ended
+    assert ended["status"] == "ended", ended
+    browser.wait_for("() => window.upstream.session.status === 'disconnected'")
+
+
+def test_upstream_hook_passthrough_publish_audio_moves_the_mouth(
+    stack: Stack, browser: Browser, face_host: FaceHost
+) -> None:
+    open_upstream_page(stack, browser, f"mode=passthrough&face_url={face_host.url}")
+    browser.eval("async () => { await window.upstream.session.connect(); }")
+    wait_avatar(stack, browser, UPSTREAM_VIDEO)
+    assert browser.eval("() => window.upstream.session.status") == "connected"
+    silence = browser.measure(2.0, UPSTREAM_VIDEO)
+    browser.eval(
+        """async () => { const audio = await (await fetch("/upstream/speech.wav")).blob();
+        await window.upstream.session.publishAudio(audio); }"""
+    )
+    speech = browser.measure(4.0, UPSTREAM_VIDEO)
+    browser.screenshot(OUT / "16-upstream-passthrough.png")
+    still = statistics.median(silence["diffs"])
+    moving = sorted(speech["diffs"])[int(0.9 * len(speech["diffs"]))]
+    assert moving > max(4 * still, 1.5), f"speech {moving:.2f} vs silence {still:.2f}"
+    end_upstream_session(browser)
+
+
+UPSTREAM_SAY = "Our upstream hook says this verbatim."
+UPSTREAM_MESSAGE = """({ role, text }) => window.upstream.session.messages
+  .some((m) => m.final && m.role === role && m.text.includes(text))"""
+
+
+def test_upstream_hook_conversation_roles_and_send_chat_speaks(
+    stack: Stack, speaking_user: Browser, fake_openai: FakeOpenAI
+) -> None:
+    browser = speaking_user
+    fake_openai.transcripts[:] = [QUESTION] * 20
+    fake_openai.replies[:] = []
+    fake_openai.default_reply = ANSWER
+    open_upstream_page(stack, browser, "mode=conversation")
+    browser.eval(
+        "async () => { await window.upstream.session.connect(await window.upstream.face()); }"
+    )
+    wait_avatar(stack, browser, UPSTREAM_VIDEO)
+    # final transcripts with upstream's roles: the person is "user", the avatar "agent"
+    browser.wait_for(UPSTREAM_MESSAGE, {"role": "user", "text": QUESTION}, timeout_s=150)
+    browser.wait_for(UPSTREAM_MESSAGE, {"role": "agent", "text": ANSWER}, timeout_s=150)
+    # sendChat: the avatar says the text as written (a speak packet), the LLM is not asked
+    browser.eval("() => window.upstream.session.setMicEnabled(false)")
+    browser.eval("(text) => window.upstream.session.sendChat(text)", UPSTREAM_SAY)
+    browser.wait_for(UPSTREAM_MESSAGE, {"role": "agent", "text": UPSTREAM_SAY}, timeout_s=90)
+    assert UPSTREAM_SAY in fake_openai.spoken
+    # the LLM was never given it: a speak packet, not an lk.chat message
+    assert all(UPSTREAM_SAY not in json.dumps(r.body) for r in fake_openai.requests_to("chat"))
+    browser.screenshot(OUT / "17-upstream-conversation.png")
+    end_upstream_session(browser)
+
+
+# --- the page as a person uses it: a phone, a desktop, a kiosk screen ---------------------------
+COUNT_CREATES = """() => { window.__creates = []; const real = window.fetch;
+  window.fetch = async (url, init) => { const res = await real(url, init);
+    if (String(url).endsWith("/api/session") && init?.method === "POST")
+      window.__creates.push((await res.clone().json()).session_id);
+    return res; }; }"""
+FITS = """() => { const c = document.querySelector(".controls").getBoundingClientRect();
+  return c.left >= 0 && c.right <= innerWidth
+    && document.documentElement.scrollWidth <= innerWidth; }"""
+
+
+def test_the_page_for_a_person_on_a_phone_a_desktop_and_a_kiosk(stack: Stack) -> None:
+    need_browser()
+    browser = Browser(deny_mic=True)  # this person refuses the microphone
+    try:
+        browser.viewport(375, 812)
+        browser.open(f"{stack.base_url}/demo")
+        browser.screenshot(OUT / "18-phone-start.png")
+        browser.click("[data-face=grace]")
+        browser.click("[data-mode=conversation]")
+        browser.eval(COUNT_CREATES)
+        # an impatient double click on Start makes one session
+        browser.eval(
+            "() => { const b = document.querySelector('[data-testid=start]');"
+            " b.click(); b.click(); }"
+        )
+        wait_avatar(stack, browser)
+        assert browser.eval("() => window.__creates.length") == 1
+        # the refused microphone is said, not silent
+        refused = browser.wait_for(
+            "() => document.querySelector('[data-testid=mic-error]')?.textContent"
+        )
+        assert "microphone is off" in refused
+        assert browser.eval(FITS), "the controls overflow a 375 px screen"
+        assert (
+            browser.eval(
+                "() => document.querySelector('[data-testid=volume]').getAttribute('aria-label')"
+            )
+            == "Volume"
+        )
+        assert browser.eval(
+            "() => !!document.querySelector('[role=status]')"
+            " && !!document.querySelector('[role=log]')"
+        )
+        browser.screenshot(OUT / "19-phone-live.png")
+
+        # the face dialog: focus goes in, Esc closes it, focus comes back to its button
+        browser.click("[data-testid=swap-open]")
+        browser.wait_for(
+            "() => document.querySelector('[role=dialog]')?.contains(document.activeElement)"
+        )
+        assert (
+            browser.eval("() => document.querySelector('[role=dialog]').getAttribute('aria-modal')")
+            == "true"
+        )
+        browser.call("press", key="Escape")
+        browser.wait_for("() => !document.querySelector('[role=dialog]')")
+        assert browser.eval("() => document.activeElement?.dataset.testid") == "swap-open"
+
+        browser.viewport(1280, 800)
+        browser.screenshot(OUT / "20-desktop-live.png")
+        # the session drops (ended elsewhere): the page says so
+        browser.eval(
+            "async () => { const id = window.__creates[0];"
+            " await fetch(`/api/session/${id}`, { method: 'DELETE' }); }"
+        )
+        dropped = browser.wait_for(
+            "() => document.querySelector('[data-testid=dropped]')?.textContent", timeout_s=60
+        )
+        assert "ended by itself" in dropped
+        browser.screenshot(OUT / "21-desktop-dropped.png")
+
+        # the kiosk on a 16:9 screen shows the whole square face (contain), not a cropped one
+        browser.call("closePage")
+        browser.open(f"{stack.base_url}/demo?kiosk=1&face=grace&mode=passthrough")
+        browser.viewport(1920, 1080)
+        wait_avatar(stack, browser)
+        fit = browser.eval(
+            "() => getComputedStyle(document.querySelector('.kiosk video')).objectFit"
+        )
+        assert fit == "contain"
+        browser.screenshot(OUT / "22-kiosk-1920x1080.png")
+    finally:
+        browser.close()

@@ -39,7 +39,7 @@ describe("useAtlasSession", () => {
       sessionId: null,
       messages: [],
       muted: true,
-      volume: 100,
+      volume: 80,
       latency: 0,
       room: null,
     });

@@ -2,7 +2,7 @@
 // stdout line. playwright-core only (no browser download): executablePath is /usr/bin/chromium.
 //   {"id": 1, "op": "open", "url": "..."}            -> {"id": 1, "ok": true}
 //   {"id": 2, "op": "eval", "js": "async () => ..."} -> {"id": 2, "ok": true, "result": ...}
-//   ops: open, eval, click, fill, setFiles, waitFor, screenshot, route, close
+//   ops: open, eval, click, fill, setFiles, waitFor, viewport, press, screenshot, route, close
 import { createInterface } from "node:readline";
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -11,6 +11,8 @@ const require = createRequire(new URL("../../../web/package.json", import.meta.u
 const { chromium } = require("playwright-core");
 
 const speechWav = process.env.ATLAS_FAKE_MIC_WAV;
+// ATLAS_DENY_MIC=1: the person refuses the microphone (no auto-accepted prompt, no permission)
+const denyMic = process.env.ATLAS_DENY_MIC === "1";
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
   headless: true,
@@ -24,18 +26,20 @@ const browser = await chromium.launch({
     // pages the test serves through route() count as public; let them reach loopback LiveKit
     "--disable-features=LocalNetworkAccessChecks",
     "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
+    ...(denyMic ? [] : ["--use-fake-ui-for-media-stream"]),
     ...(speechWav ? [`--use-file-for-fake-audio-capture=${speechWav}`] : []),
   ],
 });
 const context = await browser.newContext({ viewport: { width: 1400, height: 860 } });
-await context.grantPermissions(["microphone", "camera"]);
+if (!denyMic) await context.grantPermissions(["microphone", "camera"]);
 let page = null;
+let size = null; // a viewport asked for before a page is open applies to the next one
 const logs = [];
 
 const ops = {
   async open({ url }) {
     page = await context.newPage();
+    if (size) await page.setViewportSize(size);
     page.on("console", (m) => logs.push(`${m.type()}: ${m.text()}`));
     page.on("pageerror", (e) => logs.push(`pageerror: ${e.stack ?? e.message}`));
     await page.goto(url);
@@ -58,6 +62,13 @@ const ops = {
       polling: 200,
     });
     return await handle.jsonValue();
+  },
+  async viewport({ width, height }) {
+    size = { width, height };
+    await page?.setViewportSize(size);
+  },
+  async press({ key }) {
+    await page.keyboard.press(key);
   },
   async screenshot({ path }) {
     await page.screenshot({ path });

@@ -1,6 +1,7 @@
 /** Pick a bundled face, upload a photo, or take one with the camera. */
 import { useEffect, useRef, useState } from "react";
 
+import { Dialog } from "./Dialog.js";
 import { CameraIcon, UploadIcon } from "./icons.js";
 import { bundledFaces, mirroredPreviewUrl, uploadedFace, type FaceChoice } from "./faces.js";
 
@@ -108,15 +109,12 @@ function CameraShot({
   };
 
   return (
-    <div className="modal" role="dialog">
-      <div className="modal-card">
-        <h3>Take a photo</h3>
-        {error ? <p className="muted">{error}</p> : <video ref={video} autoPlay playsInline muted className="camera" />}
-        <div className="row end">
-          <button className="ghost" onClick={onClose}>Cancel</button>
-          <button className="primary" onClick={shoot} disabled={error !== null}>Use this photo</button>
-        </div>
+    <Dialog title="Take a photo" onClose={onClose}>
+      {error ? <p className="muted" role="alert">{error}</p> : <video ref={video} autoPlay playsInline muted className="camera" />}
+      <div className="row end">
+        <button className="ghost" onClick={onClose}>Cancel</button>
+        <button className="primary" onClick={shoot} disabled={error !== null}>Use this photo</button>
       </div>
-    </div>
+    </Dialog>
   );
 }

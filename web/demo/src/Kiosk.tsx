@@ -64,7 +64,7 @@ export function Kiosk({ faceName, mode }: { faceName: string; mode: Mode }) {
     <div className="kiosk" data-state={session.avatarReady ? "live" : busy ? "busy" : "waiting"}>
       <div className="kiosk-video" ref={session.videoRef} data-testid="avatar" />
       {idle && (
-        <div className="kiosk-idle" data-testid="idle">
+        <div className="kiosk-idle" data-testid="idle" role="status">
           <div className="orb" />
           <h1>{busy ? "All our assistants are busy" : "Hello!"}</h1>
           <p>

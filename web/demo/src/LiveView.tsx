@@ -13,6 +13,7 @@ import {
   type Ended,
   type Mode,
 } from "./api.js";
+import { Dialog } from "./Dialog.js";
 import { FacePicker } from "./FacePicker.js";
 import type { FaceChoice } from "./faces.js";
 import { MicIcon, SpeakerIcon, SwapIcon } from "./icons.js";
@@ -32,12 +33,23 @@ export function LiveView({ realtime }: { realtime: boolean }) {
       if (result) setEnded(result);
     },
   });
+  const [starting, setStarting] = useState(false);
   const live = session.status === "connected" || session.status === "connecting";
+  // the session went away without the End button: say so (the room closed, the network went)
+  const dropped =
+    session.status === "disconnected" && session.disconnectReason !== "client"
+      ? (session.disconnectReason ?? "unknown")
+      : null;
 
   const start = async (): Promise<void> => {
-    if (!face) return;
+    if (!face || starting) return;
+    setStarting(true); // loading the photo takes a moment: a second click must not start twice
     setEnded(null);
-    await session.connect(await face.load());
+    try {
+      await session.connect(await face.load());
+    } finally {
+      setStarting(false);
+    }
   };
 
   return (
@@ -54,7 +66,7 @@ export function LiveView({ realtime }: { realtime: boolean }) {
             <div className="stage-veil"><div className="spinner" /> Waking the avatar…</div>
           )}
           {live && (
-            <div className="pill" data-testid="status-pill">
+            <div className="pill" data-testid="status-pill" role="status">
               <span className={`dot ${session.status}`} />
               {session.status === "connected" ? "Live" : "Connecting"}
               {session.latency > 0 && <span className="muted"> · {session.latency} ms</span>}
@@ -86,6 +98,8 @@ export function LiveView({ realtime }: { realtime: boolean }) {
             realtime={realtime}
             ended={ended}
             error={session.status === "error" ? session.error : null}
+            dropped={dropped}
+            starting={starting || session.status === "connecting"}
           />
         ) : (
           <SessionPanel session={session} />
@@ -114,6 +128,7 @@ function Controls({ session, onEnd }: { session: Session; onEnd: () => void }) {
       <label className="volume" title="Volume">
         <SpeakerIcon />
         <input
+          aria-label="Volume"
           type="range"
           min={0}
           max={100}
@@ -129,25 +144,28 @@ function Controls({ session, onEnd }: { session: Session; onEnd: () => void }) {
       <button className="end" onClick={onEnd} data-testid="end">
         End
       </button>
-      {swapError && <span className="error small">{swapError}</span>}
+      {swapError && <span className="error small" role="alert">{swapError}</span>}
+      {session.micError && (
+        <p className="error small mic-error" role="alert" data-testid="mic-error">
+          The microphone is off ({session.micError}). Allow it in the browser&apos;s site settings,
+          then press Unmute; until then the avatar cannot hear you.
+        </p>
+      )}
       {swapping && (
-        <div className="modal" role="dialog">
-          <div className="modal-card wide">
-            <h3>Swap the face</h3>
-            <p className="muted">The avatar crossfades to the new photo; the call stays up.</p>
-            <FacePicker
-              selected={null}
-              onSelect={async (face) => {
-                setSwapping(false);
-                if (!session.sessionId) return;
-                setSwapError(await swapFace(session.sessionId, await face.load()));
-              }}
-            />
-            <div className="row end">
-              <button className="ghost" onClick={() => setSwapping(false)}>Cancel</button>
-            </div>
+        <Dialog title="Swap the face" wide onClose={() => setSwapping(false)}>
+          <p className="muted">The avatar crossfades to the new photo; the call stays up.</p>
+          <FacePicker
+            selected={null}
+            onSelect={async (face) => {
+              setSwapping(false);
+              if (!session.sessionId) return;
+              setSwapError(await swapFace(session.sessionId, await face.load()));
+            }}
+          />
+          <div className="row end">
+            <button className="ghost" onClick={() => setSwapping(false)}>Cancel</button>
           </div>
-        </div>
+        </Dialog>
       )}
     </div>
   );
@@ -162,11 +180,19 @@ interface StartProps {
   realtime: boolean;
   ended: Ended | null;
   error: string | null;
+  dropped: string | null;
+  starting: boolean;
 }
 
-function StartPanel({ face, setFace, mode, setMode, start, realtime, ended, error }: StartProps) {
+function StartPanel(props: StartProps) {
+  const { face, setFace, mode, setMode, start, realtime, ended, error, dropped, starting } = props;
   return (
     <div className="start">
+      {dropped && (
+        <p className="error" role="alert" data-testid="dropped">
+          The session ended by itself ({dropped.replaceAll("_", " ")}). Start again when ready.
+        </p>
+      )}
       {ended && (
         <div className="summary" data-testid="summary">
           <div>
@@ -197,12 +223,17 @@ function StartPanel({ face, setFace, mode, setMode, start, realtime, ended, erro
           </button>
         ))}
       </div>
-      {error && <p className="error" data-testid="error">{error}</p>}
+      {error && <p className="error" role="alert" data-testid="error">{error}</p>}
       {!realtime && (
         <p className="error">Realtime is not configured on this server (set LIVEKIT_URL and keys).</p>
       )}
-      <button className="primary big" disabled={!face || !realtime} onClick={() => void start()} data-testid="start">
-        Start
+      <button
+        className="primary big"
+        disabled={!face || !realtime || starting}
+        onClick={() => void start()}
+        data-testid="start"
+      >
+        {starting ? "Starting…" : "Start"}
       </button>
     </div>
   );
@@ -285,6 +316,7 @@ function SessionPanel({ session }: { session: Session }) {
                 value={text}
                 onChange={(e) => setText(e.target.value)}
                 placeholder="Type something for it to say"
+                aria-label="Text for the avatar to say"
                 data-testid="speech-input"
               />
               <button type="submit" className="primary" disabled={!text.trim()} data-testid="speech">
@@ -301,8 +333,8 @@ function SessionPanel({ session }: { session: Session }) {
           onSubmit={(e) => {
             e.preventDefault();
             const submitter = (e.nativeEvent as SubmitEvent).submitter as HTMLButtonElement | null;
-            if (submitter?.value === "chat") session.sendChat(text);
-            else session.speak(text);
+            if (submitter?.value === "chat") session.askAgent(text);
+            else session.sendChat(text);
             setText("");
           }}
         >
@@ -310,6 +342,7 @@ function SessionPanel({ session }: { session: Session }) {
             value={text}
             onChange={(e) => setText(e.target.value)}
             placeholder="Say this… or chat"
+            aria-label="Text for the avatar"
             data-testid="say-input"
           />
           <button type="submit" value="speak" className="primary" data-testid="say">Say</button>

@@ -11,7 +11,7 @@ export function Transcript({ messages, empty }: { messages: TranscriptMessage[];
     void end.current?.scrollIntoView({ block: "end" });
   }, [messages]);
   return (
-    <div className="transcript" data-testid="transcript">
+    <div className="transcript" data-testid="transcript" role="log" aria-live="polite" aria-label="Transcript">
       {messages.length === 0 && <p className="muted center">{empty ?? "The conversation appears here."}</p>}
       {messages.map((m) => (
         <div key={m.id} className={`bubble ${m.role} ${m.final ? "final" : "interim"}`}>

@@ -13,7 +13,7 @@ export class AvatarMedia {
   private avatarIdentity: string | null = null;
   private readonly audioTracks = new Map<string, { track: RemoteTrack; identity: string }>();
   private readonly audioElements = new Map<string, HTMLMediaElement>();
-  private volume = 100;
+  private volume = 80; // the hook's default, as upstream
 
   constructor(doc: Document) {
     this.video = doc.createElement("video");
@@ -21,7 +21,8 @@ export class AvatarMedia {
     this.video.playsInline = true;
     this.video.muted = true; // the voice plays from its own element; muted video may autoplay
     this.video.setAttribute("data-atlas-avatar", "");
-    Object.assign(this.video.style, { width: "100%", height: "100%", objectFit: "cover" });
+    // no inline object-fit: the page's CSS decides (the browser default, contain, shows all of it)
+    Object.assign(this.video.style, { width: "100%", height: "100%" });
   }
 
   get currentVideoTrack(): RemoteTrack | null {

@@ -2,8 +2,17 @@
  * createAtlasClient: the framework-free core behind useAtlasSession. It owns one LiveKit Room per
  * session (adaptiveStream + dynacast), the avatar's video and voice on the page, transcriptions as
  * messages, latency sampling, mic and volume, chat and speak packets, publishAudio, and cleanup.
+ *
+ * It behaves as @northmodellabs/atlas-react does (see web/README.md for the few differences):
+ * a connect while connecting or connected is ignored, `disconnect()` ends in "disconnected",
+ * `sendChat` makes the avatar say the text (a `speak` packet), agent turns have role "agent",
+ * and `publishAudio` when not connected returns a handle that does nothing.
+ *
+ * Nothing touches `document` or `window` before the first connect or setVideoContainer, so the
+ * client can be built while rendering on a server.
  */
 import {
+  DisconnectReason,
   Room,
   RoomEvent,
   type Participant,
@@ -26,6 +35,10 @@ import type {
 } from "./types.js";
 
 export const CHAT_TOPIC = "lk.chat";
+/** The participant attribute LiveKit Agents keeps the agent's state in. */
+export const AGENT_STATE_ATTRIBUTE = "lk.agent.state";
+
+const NOOP_PLAYBACK: AudioPlaybackHandle = { stop: () => undefined, finished: Promise.resolve() };
 
 export interface AtlasClient {
   getState(): AtlasState;
@@ -38,9 +51,14 @@ export interface AtlasClient {
   disconnect(): Promise<void>;
   setMicEnabled(enabled: boolean): void;
   setVolume(volume: number): void;
+  /** Make the avatar say `text` as written (a `speak` packet), as upstream's sendChat does. */
   sendChat(text: string): void;
-  /** Make the avatar say `text` (the `speak` data packet; conversation mode). */
+  /** The same as sendChat (the older name). */
   speak(text: string): void;
+  /** Ask the agent's LLM (conversation mode): `text` on the `lk.chat` topic, as a user turn. */
+  askAgent(text: string): void;
+  /** Stop what publishAudio is playing (the avatar stops speaking it). */
+  interrupt(): void;
   publishAudio(audio: AudioInput): Promise<AudioPlaybackHandle>;
   /** Resume the avatar's voice after the browser blocked autoplay (call from a user gesture). */
   startAudio(): Promise<void>;
@@ -58,11 +76,14 @@ export const INITIAL_STATE: AtlasState = {
   mode: null,
   messages: [],
   muted: true,
-  volume: 100,
+  volume: 80,
   latency: 0,
   avatarReady: false,
   audioBlocked: false,
   room: null,
+  agentState: null,
+  disconnectReason: null,
+  micError: null,
 };
 
 export function createAtlasClient(options: AtlasClientOptions): AtlasClient {
@@ -71,21 +92,28 @@ export function createAtlasClient(options: AtlasClientOptions): AtlasClient {
 
 class Client implements AtlasClient {
   private readonly store = new Store<AtlasState>(INITIAL_STATE);
-  private readonly media: AvatarMedia;
+  private mediaOnPage: AvatarMedia | null = null;
   private readonly opts: AtlasClientOptions;
   private room: Room | null = null;
   private generation = 0; // bumps on every connect/disconnect: stale async work checks it
   private latencyTimer: ReturnType<typeof setInterval> | null = null;
   private playback: AudioPlaybackHandle | null = null;
+  private audioQueue: Promise<unknown> = Promise.resolve(); // publishAudio calls, one at a time
   private audioContext: AudioContext | null = null;
-  private readonly onUnload = (): void => {
-    void this.teardown("idle", true);
+  // the page goes away (tab closed, navigated): end the session with a request that outlives it
+  private readonly onPageHide = (): void => {
+    void this.teardown("disconnected", true, { disconnectReason: "pagehide" }, true);
   };
 
   /** Options are read when used, so a caller may pass getters that follow its latest props. */
   constructor(options: AtlasClientOptions) {
     this.opts = options;
-    this.media = new AvatarMedia(document);
+  }
+
+  /** The avatar's elements, made on first use (never while rendering on a server). */
+  private get media(): AvatarMedia {
+    this.mediaOnPage ??= new AvatarMedia(document);
+    return this.mediaOnPage;
   }
 
   get videoElement(): HTMLVideoElement {
@@ -105,37 +133,40 @@ class Client implements AtlasClient {
   }
 
   async connect(face?: Blob, faceUrl?: string): Promise<void> {
-    if (this.room !== null) await this.teardown("idle", true);
+    const { status, volume } = this.store.get();
+    if (status === "connecting" || status === "connected") return; // as upstream: ignored
+    // set synchronously: a second connect in the same tick (StrictMode's double effect) sees it
+    this.store.set({ ...INITIAL_STATE, volume, status: "connecting" });
     const generation = ++this.generation;
-    this.store.set({
-      ...INITIAL_STATE,
-      volume: this.store.get().volume,
-      status: "connecting",
-    });
     let sessionId: string | null = null;
+    let handedOver = false; // once the store holds the id, teardown deletes the session
     try {
       const info = readSessionInfo(await this.opts.createSession(face, faceUrl));
       sessionId = info.sessionId;
       if (generation !== this.generation) throw new Superseded();
       this.store.set({ sessionId, mode: info.mode });
+      handedOver = true;
       const room = new Room({ adaptiveStream: true, dynacast: true });
       this.room = room;
-      if (this.opts.autoCleanup ?? true) window.addEventListener("beforeunload", this.onUnload);
+      if (this.opts.autoCleanup ?? true) window.addEventListener("pagehide", this.onPageHide);
       this.wire(room, generation);
       await room.connect(info.livekitUrl, info.token);
       if (generation !== this.generation) throw new Superseded();
       this.store.set({ status: "connected", room, audioBlocked: !room.canPlaybackAudio });
+      this.readAgentState(room);
       this.startLatency(generation);
       if (this.opts.autoEnableMic ?? true) {
-        try {
-          await room.localParticipant.setMicrophoneEnabled(true);
-        } catch {
-          // no microphone (or permission refused): the session still works, muted
+        const micError = await enableMic(room);
+        if (generation === this.generation) {
+          this.store.set({ muted: !room.localParticipant.isMicrophoneEnabled, micError });
         }
-        this.store.set({ muted: !room.localParticipant.isMicrophoneEnabled });
       }
     } catch (err) {
-      if (err instanceof Superseded || generation !== this.generation) return;
+      if (err instanceof Superseded || generation !== this.generation) {
+        // disconnected or unmounted while creating: the new session is nobody's, end it
+        if (sessionId !== null && !handedOver) void this.deleteQuietly(sessionId);
+        return;
+      }
       await this.teardown("error", false, {
         error: err instanceof Error ? err.message : String(err),
         errorCode: err instanceof SessionCreateError ? err.code : null,
@@ -147,16 +178,15 @@ class Client implements AtlasClient {
   }
 
   async disconnect(): Promise<void> {
-    await this.teardown("idle", true);
+    await this.teardown("disconnected", true, { disconnectReason: "client" });
   }
 
   setMicEnabled(enabled: boolean): void {
     const room = this.room;
     if (room === null) return;
-    void room.localParticipant
-      .setMicrophoneEnabled(enabled)
-      .catch(() => undefined)
-      .then(() => this.store.set({ muted: !room.localParticipant.isMicrophoneEnabled }));
+    void (enabled ? enableMic(room) : disableMic(room)).then((micError) =>
+      this.store.set({ muted: !room.localParticipant.isMicrophoneEnabled, micError }),
+    );
   }
 
   setVolume(volume: number): void {
@@ -166,6 +196,10 @@ class Client implements AtlasClient {
   }
 
   sendChat(text: string): void {
+    this.speak(text);
+  }
+
+  askAgent(text: string): void {
     const room = this.room;
     if (room === null || text.trim() === "") return;
     void room.localParticipant.sendText(text, { topic: CHAT_TOPIC }).catch(() => undefined);
@@ -185,13 +219,25 @@ class Client implements AtlasClient {
     void room.localParticipant.publishData(packet, { reliable: true }).catch(() => undefined);
   }
 
-  async publishAudio(audio: AudioInput): Promise<AudioPlaybackHandle> {
-    const room = this.room;
-    if (room === null || this.store.get().status !== "connected") {
-      throw new Error("publishAudio: not connected");
+  interrupt(): void {
+    this.playback?.stop();
+  }
+
+  publishAudio(audio: AudioInput): Promise<AudioPlaybackHandle> {
+    if (this.room === null || this.store.get().status !== "connected") {
+      return Promise.resolve(NOOP_PLAYBACK); // as upstream: nothing to play into
     }
+    // one call at a time: a new one replaces what plays (and its mic restore) before it starts
+    const next = this.audioQueue.then(() => this.playNow(audio));
+    this.audioQueue = next.catch(() => undefined);
+    return next;
+  }
+
+  private async playNow(audio: AudioInput): Promise<AudioPlaybackHandle> {
     this.playback?.stop();
     await this.playback?.finished;
+    const room = this.room;
+    if (room === null || this.store.get().status !== "connected") return NOOP_PLAYBACK;
     this.audioContext ??= new AudioContext();
     const handle = await playThroughRoom(room, this.audioContext, audio, {
       subscribeTimeoutMs: this.opts.subscribeTimeoutMs ?? 5000,
@@ -210,8 +256,8 @@ class Client implements AtlasClient {
   }
 
   async destroy(): Promise<void> {
-    await this.teardown("idle", true);
-    this.media.setContainer(null);
+    await this.teardown("disconnected", true, { disconnectReason: "client" });
+    this.mediaOnPage?.setContainer(null);
     await this.audioContext?.close().catch(() => undefined);
     this.audioContext = null;
   }
@@ -236,7 +282,7 @@ class Client implements AtlasClient {
           this.store.set({
             messages: applySegment(this.store.get().messages, {
               id: segment.id,
-              role: role ? "user" : "assistant",
+              role: role ? "user" : "agent",
               text: segment.text,
               final: segment.final,
               timestamp: segment.firstReceivedTime || Date.now(),
@@ -253,10 +299,25 @@ class Client implements AtlasClient {
       .on(RoomEvent.Reconnected, () => {
         if (live()) this.store.set({ status: "connected" });
       })
-      .on(RoomEvent.Disconnected, () => {
+      .on(RoomEvent.ParticipantAttributesChanged, () => {
+        if (live()) this.readAgentState(room);
+      })
+      .on(RoomEvent.ParticipantDisconnected, () => {
+        if (live()) this.readAgentState(room);
+      })
+      .on(RoomEvent.Disconnected, (reason?: DisconnectReason) => {
         // the room went away without disconnect(): network lost for good, or the session ended
-        if (live()) void this.teardown("disconnected", true);
+        const disconnectReason = reason === undefined ? "unknown" : reasonName(reason);
+        if (live()) void this.teardown("disconnected", true, { disconnectReason });
       });
+  }
+
+  private readAgentState(room: Room): void {
+    let agentState: string | null = null;
+    for (const participant of room.remoteParticipants.values()) {
+      agentState = participant.attributes[AGENT_STATE_ATTRIBUTE] ?? agentState;
+    }
+    if (agentState !== this.store.get().agentState) this.store.set({ agentState });
   }
 
   private startLatency(generation: number): void {
@@ -275,12 +336,13 @@ class Client implements AtlasClient {
 
   /** Leave the room and (optionally) delete the session; state ends as `status`. */
   private async teardown(
-    status: "idle" | "disconnected" | "error",
+    status: "connecting" | "disconnected" | "error",
     remove: boolean,
     patch: Partial<AtlasState> = {},
+    keepalive = false,
   ): Promise<void> {
     this.generation += 1;
-    window.removeEventListener("beforeunload", this.onUnload);
+    if (typeof window !== "undefined") window.removeEventListener("pagehide", this.onPageHide);
     const room = this.room;
     const sessionId = this.store.get().sessionId;
     this.room = null;
@@ -288,15 +350,24 @@ class Client implements AtlasClient {
     this.latencyTimer = null;
     this.playback?.stop();
     this.playback = null;
-    this.media.reset();
-    this.store.set({ status, room: null, avatarReady: false, muted: true, latency: 0, ...patch });
+    this.mediaOnPage?.reset();
+    this.store.set({
+      status,
+      room: null,
+      avatarReady: false,
+      muted: true,
+      latency: 0,
+      agentState: null,
+      ...(remove ? { sessionId: null } : {}),
+      ...patch,
+    });
     if (room !== null) await room.disconnect().catch(() => undefined);
-    if (remove && sessionId !== null) await this.deleteQuietly(sessionId);
+    if (remove && sessionId !== null) await this.deleteQuietly(sessionId, keepalive);
   }
 
-  private async deleteQuietly(sessionId: string): Promise<void> {
+  private async deleteQuietly(sessionId: string, keepalive = false): Promise<void> {
     try {
-      await this.opts.deleteSession?.(sessionId);
+      await this.opts.deleteSession?.(sessionId, { keepalive });
     } catch {
       // the session ends server-side anyway (empty room, reaper)
     }
@@ -304,6 +375,27 @@ class Client implements AtlasClient {
 }
 
 class Superseded extends Error {}
+
+/** Turn the microphone on; the browser's refusal as text (null when it is on). */
+async function enableMic(room: Room): Promise<string | null> {
+  try {
+    await room.localParticipant.setMicrophoneEnabled(true);
+    return null;
+  } catch (err) {
+    // no microphone, or permission refused: the session still works, muted, and says why
+    const { message, name } = (err ?? {}) as { message?: string; name?: string };
+    return message || name || String(err); // a DOMException (NotAllowedError) is not always an Error
+  }
+}
+
+async function disableMic(room: Room): Promise<string | null> {
+  await room.localParticipant.setMicrophoneEnabled(false).catch(() => undefined);
+  return null;
+}
+
+function reasonName(reason: DisconnectReason): string {
+  return (DisconnectReason[reason] ?? String(reason)).toLowerCase();
+}
 
 /** The current round-trip time (ms) of the selected ICE candidate pair, if the report has one. */
 export function roundTripMs(report: RTCStatsReport | undefined): number | null {

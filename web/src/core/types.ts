@@ -3,10 +3,13 @@ import type { Room } from "livekit-client";
 
 export type SessionStatus = "idle" | "connecting" | "connected" | "disconnected" | "error";
 
+export type MessageRole = "user" | "agent";
+
 export interface TranscriptMessage {
   /** The transcription segment id (stable while a segment is refined, then final). */
   id: string;
-  role: "user" | "assistant";
+  /** "user" for the person, "agent" for the avatar (upstream's names). */
+  role: MessageRole;
   text: string;
   /** True once the segment is complete; interim segments are replaced in place. */
   final: boolean;
@@ -40,7 +43,11 @@ export interface SessionInfo {
 }
 
 export type CreateSession = (face?: Blob, faceUrl?: string) => Promise<SessionInfoLike>;
-export type DeleteSession = (sessionId: string) => Promise<unknown>;
+/**
+ * Ends the session on your backend. `init.keepalive` is true when the page is going away
+ * (pagehide): pass it to fetch so the request outlives the page.
+ */
+export type DeleteSession = (sessionId: string, init?: { keepalive: boolean }) => Promise<unknown>;
 
 export interface AtlasClientOptions {
   /** Creates a session on your backend; the API key stays server-side. */
@@ -49,7 +56,7 @@ export interface AtlasClientOptions {
   deleteSession?: DeleteSession;
   /** Turn the microphone on once connected (default true). */
   autoEnableMic?: boolean;
-  /** Disconnect (and delete the session) when the page unloads (default true). */
+  /** Disconnect (and delete the session) on unmount and when the page goes away (default true). */
   autoCleanup?: boolean;
   /** How often round-trip latency is sampled, in ms (default 2000). */
   latencyIntervalMs?: number;
@@ -77,6 +84,12 @@ export interface AtlasState {
   /** True when the browser blocked autoplay of the avatar's voice (call startAudio on a tap). */
   audioBlocked: boolean;
   room: Room | null;
+  /** The agent's state from LiveKit Agents ("listening", "thinking", "speaking"...), if it says. */
+  agentState: string | null;
+  /** Why the last session ended: "client", "pagehide", or LiveKit's reason ("room_deleted"...). */
+  disconnectReason: string | null;
+  /** Why the microphone could not be turned on (permission refused, no device), else null. */
+  micError: string | null;
 }
 
 export interface AudioPlaybackHandle {

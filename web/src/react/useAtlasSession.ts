@@ -1,7 +1,11 @@
+"use client";
 /**
  * useAtlasSession: the React SDK's hook, a thin layer over createAtlasClient. Options and the
- * returned object follow the Atlas API v8.0 "React SDK" section; `speak`, `avatarReady`,
- * `errorCode`, `retryAfterSeconds`, `audioBlocked` and `startAudio` are additions.
+ * returned object follow the Atlas API v8.0 "React SDK" section and behave as
+ * @northmodellabs/atlas-react does; the other fields are additions (web/README.md lists them).
+ *
+ * Safe to render on a server (no `document`/`window` until an effect or a call) and under
+ * StrictMode: its simulated unmount does not end a session, so connect-on-mount creates one.
  */
 import { useCallback, useEffect, useMemo, useRef, useState, useSyncExternalStore } from "react";
 import type { RefObject } from "react";
@@ -34,7 +38,7 @@ export interface AtlasSession {
   volume: number;
   latency: number;
   videoRef: RefObject<HTMLDivElement | null>;
-  connect: (face?: Blob, faceUrl?: string) => Promise<void>;
+  connect: (face?: Blob | null, faceUrl?: string | null) => Promise<void>;
   disconnect: () => Promise<void>;
   setMicEnabled: (enabled: boolean) => void;
   setVolume: (volume: number) => void;
@@ -43,7 +47,13 @@ export interface AtlasSession {
   publishAudio: (audio: AudioInput) => Promise<AudioPlaybackHandle>;
   // additions
   speak: (text: string) => void;
+  askAgent: (text: string) => void;
+  interrupt: () => void;
   startAudio: () => Promise<void>;
+  agentState: string | null;
+  isSpeaking: boolean;
+  disconnectReason: string | null;
+  micError: string | null;
   mode: string | null;
   avatarReady: boolean;
   audioBlocked: boolean;
@@ -61,7 +71,7 @@ export function useAtlasSession(options: UseAtlasSessionOptions): AtlasSession {
   const [client] = useState<AtlasClient>(() =>
     createAtlasClient({
       createSession: (face, faceUrl) => latest.current.createSession(face, faceUrl),
-      deleteSession: async (id) => await latest.current.deleteSession?.(id),
+      deleteSession: async (id, init) => await latest.current.deleteSession?.(id, init),
       get autoEnableMic() {
         return latest.current.autoEnableMic ?? true;
       },
@@ -71,13 +81,23 @@ export function useAtlasSession(options: UseAtlasSessionOptions): AtlasSession {
     }),
   );
 
-  useEffect(
-    () => () => {
-      if (latest.current.autoCleanup ?? true) void client.destroy();
-      else client.setVideoContainer(null);
-    },
-    [client],
-  );
+  // Unmount ends the session one task later: StrictMode's simulated unmount is followed at once
+  // by a remount, which cancels it, so its connect-on-mount keeps the one session it created.
+  const pendingDestroy = useRef<ReturnType<typeof setTimeout> | null>(null);
+  useEffect(() => {
+    if (pendingDestroy.current !== null) clearTimeout(pendingDestroy.current);
+    pendingDestroy.current = null;
+    return () => {
+      if (latest.current.autoCleanup ?? true) {
+        pendingDestroy.current = setTimeout(() => {
+          pendingDestroy.current = null;
+          void client.destroy();
+        }, 0);
+      } else {
+        client.setVideoContainer(null);
+      }
+    };
+  }, [client]);
 
   // the ref is a plain RefObject: follow whatever element it points at after each render
   useEffect(() => {
@@ -88,9 +108,9 @@ export function useAtlasSession(options: UseAtlasSessionOptions): AtlasSession {
   const state = useSyncExternalStore(subscribe, () => client.getState(), () => INITIAL_STATE);
 
   const connect = useCallback(
-    async (face?: Blob, faceUrl?: string) => {
+    async (face?: Blob | null, faceUrl?: string | null) => {
       client.setVideoContainer(videoRef.current);
-      await client.connect(face, faceUrl);
+      await client.connect(face ?? undefined, faceUrl ?? undefined);
     },
     [client],
   );
@@ -117,7 +137,13 @@ export function useAtlasSession(options: UseAtlasSessionOptions): AtlasSession {
       room: state.room,
       publishAudio,
       speak: (text: string) => client.speak(text),
+      askAgent: (text: string) => client.askAgent(text),
+      interrupt: () => client.interrupt(),
       startAudio: async () => await client.startAudio(),
+      agentState: state.agentState,
+      isSpeaking: state.agentState === "speaking",
+      disconnectReason: state.disconnectReason,
+      micError: state.micError,
       mode: state.mode,
       avatarReady: state.avatarReady,
       audioBlocked: state.audioBlocked,
