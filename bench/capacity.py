@@ -446,6 +446,7 @@ def run(args: argparse.Namespace) -> list[Measured]:
                     "ATLAS_REALTIME_JOIN_TIMEOUT_S": str(JOIN_LIMIT_S),
                 },
                 ATLAS_AGENT_MAX_STREAMS=str(most),
+                ATLAS_AGENT_JOB_EXECUTOR=args.executor,
             )
             try:
                 procs = Processes(agent=stack.workers[0].pid, sfu=sfu.pid, api=stack.api_proc.pid)
@@ -474,6 +475,13 @@ def main() -> None:
         "--stable", type=float, default=10.0, help="agent process count still before speech"
     )
     parser.add_argument("--watch", type=int, default=2, help="streams the client decodes")
+    parser.add_argument(
+        "--executor",
+        choices=["thread", "process"],
+        default="thread",
+        help="the worker's ATLAS_AGENT_JOB_EXECUTOR: sessions as threads of one process, or a "
+        "process per session",
+    )
     parser.add_argument("--notes", type=Path, help="text added under this label's table")
     parser.add_argument(
         "--profile",
