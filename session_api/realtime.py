@@ -4,18 +4,19 @@ Rooms, dispatch, tokens and face objects live here; the row itself is the reposi
 (session_api/realtime_store.py) and the price is session_api/pricing.py's. Every end path
 (DELETE, max duration via the reaper, LiveKit's room_finished) goes through the repository's
 `end_once`; the room and face cleanup that follows is retried by the reaper until it succeeds
-(`room_cleanup_due_at`).
+(`room_cleanup_due_at`). Waiting for the worker to join is realtime_join.py's job, checking
+live sessions against LiveKit realtime_reconcile.py's, the worker's own end or failure
+realtime_worker.py's.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from session_api.clock import Clock, utcnow
@@ -29,25 +30,16 @@ from session_api.errors import (
     TemporarilyUnavailable,
 )
 from session_api.faces import FaceChecker, FaceFetcher, FaceFile
-from session_api.livekit import (
-    BILLABLE_UNTIL_ATTR,
-    END_REASON_ATTR,
-    ERROR_ATTR,
-    ROOM_PREFIX,
-    AgentPresence,
-    LiveKit,
-    LiveKitBusy,
-    LiveKitError,
-    room_name,
-)
+from session_api.livekit import ROOM_PREFIX, LiveKit, LiveKitBusy, LiveKitError, room_name
 from session_api.pricing import Mode, estimated_cost, price_cents, round_duration
+from session_api.realtime_join import wait_for_worker
+from session_api.realtime_reconcile import Reconciler
 from session_api.realtime_store import EndedSession, SessionStore, face_keys_of
 from session_api.storage import Storage, StorageFailure
 
 logger = logging.getLogger("session_api")
 
 MODES: tuple[Mode, ...] = ("conversation", "passthrough")
-JOIN_POLL_S = 0.05  # how often a create looks for the worker in the room
 __all__ = ["MODES", "CreatedSession", "Mode", "NewSession", "RealtimeService"]
 
 
@@ -91,13 +83,6 @@ class SessionView:
     error_code: str | None  # failed sessions: why
 
 
-def _billable_until(agent: AgentPresence) -> datetime | None:
-    try:
-        return datetime.fromtimestamp(float(agent.attributes[BILLABLE_UNTIL_ATTR]), UTC)
-    except (KeyError, ValueError, OverflowError):
-        return None
-
-
 class RealtimeService:
     """Sessions on LiveKit: rooms, dispatch, tokens, face swaps, ends and their cleanup."""
 
@@ -119,8 +104,7 @@ class RealtimeService:
         self.checker = checker
         self.fetcher = fetcher
         self.clock = clock
-        self._sweeps = 0  # reconcile passes so far
-        self._looked_at: dict[str, int] = {}  # room -> the pass that last looked at its worker
+        self._reconciler = Reconciler(self)
 
     # --- create -------------------------------------------------------------------------------
     async def create(self, new: NewSession) -> CreatedSession:
@@ -194,49 +178,15 @@ class RealtimeService:
         token = self.livekit.client_token(
             session_id=session_id, ttl_s=new.max_duration_s + s.realtime_token_margin_s
         )
-        started = await self._worker_joined(room, dispatch_id, metadata=dispatch)
+        await wait_for_worker(
+            self.livekit, s, room=room, dispatch_id=dispatch_id, metadata=dispatch
+        )
+        started = self.clock()
         if not await self.store.activate(
             session_id, started_at=started, max_duration_s=new.max_duration_s
         ):
             raise TemporarilyUnavailable("Session start timed out.")
         return token
-
-    async def _worker_joined(self, room: str, dispatch_id: str, *, metadata: str) -> datetime:
-        """When the avatar worker joined the room: the bill starts there, not at dispatch.
-        A dispatch no worker took within realtime_redispatch_after_s is made again: LiveKit
-        drops a job it offers while every worker reads as full, and a worker's load reaches it
-        only every 2.5 s, so a stream freed just before still reads as taken.
-        No worker within realtime_join_timeout_s means none is free: 503 no_capacity."""
-        s = self.settings
-        now = asyncio.get_running_loop().time
-        deadline = now() + s.realtime_join_timeout_s
-        redispatch_at = now() + s.realtime_redispatch_after_s
-        while True:
-            try:
-                if await self.livekit.agent_in(room) is not None:
-                    return self.clock()
-                if now() >= redispatch_at:
-                    dispatch_id = await self._redispatch_if_untaken(room, dispatch_id, metadata)
-                    redispatch_at = now() + s.realtime_redispatch_after_s
-            except LiveKitBusy as exc:
-                raise NoCapacity(retry_after_s=s.realtime_retry_after_s) from exc
-            except LiveKitError as exc:
-                raise TemporarilyUnavailable("LiveKit is temporarily unavailable.") from exc
-            if now() >= deadline:
-                logger.warning("no avatar worker joined", extra={"room": room})
-                raise NoCapacity(retry_after_s=s.realtime_retry_after_s)
-            await asyncio.sleep(JOIN_POLL_S)
-
-    async def _redispatch_if_untaken(self, room: str, dispatch_id: str, metadata: str) -> str:
-        """The dispatch to wait on: the same one if a worker took it, else a new one (the old
-        one deleted first, so a job of it that lands late is ended, never a second avatar)."""
-        if await self.livekit.dispatch_taken(room=room, dispatch_id=dispatch_id):
-            return dispatch_id
-        logger.info("no worker took the dispatch; dispatching again", extra={"room": room})
-        await self.livekit.delete_dispatch(room=room, dispatch_id=dispatch_id)
-        return await self.livekit.dispatch_agent(
-            room=room, agent_name=self.settings.realtime_agent_name, metadata=metadata
-        )
 
     async def _abort(self, session_id: str) -> None:
         """Undo a create that failed halfway: no bill; room and face removed now or later."""
@@ -359,63 +309,8 @@ class RealtimeService:
 
     # --- what LiveKit says -----------------------------------------------------------------
     async def reconcile(self) -> list[str]:
-        """End or fail active sessions by what LiveKit shows: the room gone, the worker gone
-        (killed), or the worker's own end or failure in its participant attributes.
-
-        One ListRooms call covers every room. Looking at the worker costs a call per room, so a
-        sweep looks at no more than `realtime_reconcile_rooms_per_sweep` of them, those looked
-        at least recently first: with hundreds of live sessions each is still seen every few
-        sweeps, and the sweep no longer holds up the requests served beside it.
-        """
-        rows = await self.store.active_rooms()
-        if not rows:
-            self._looked_at.clear()
-            return []
-        existing = await self.livekit.existing_rooms([room for _, room in rows])
-        done = []
-        for session_id, room in rows:
-            if room not in existing and await self._room_gone(session_id):
-                done.append(session_id)
-        for session_id, room in self._rooms_to_look_at(rows, existing):
-            if await self._reconcile_worker(session_id, room):
-                done.append(session_id)
-        return done
-
-    def _rooms_to_look_at(
-        self, rows: list[tuple[str, str]], existing: set[str]
-    ) -> list[tuple[str, str]]:
-        live = [(sid, room) for sid, room in rows if room in existing]
-        self._sweeps += 1
-        kept = {room for _, room in live}
-        self._looked_at = {room: n for room, n in self._looked_at.items() if room in kept}
-        live.sort(key=lambda row: self._looked_at.get(row[1], 0))
-        chosen = live[: self.settings.realtime_reconcile_rooms_per_sweep]
-        for _, room in chosen:
-            self._looked_at[room] = self._sweeps
-        return chosen
-
-    async def _room_gone(self, session_id: str) -> bool:
-        return await self.end(session_id, reason="room_finished") is not None
-
-    async def _reconcile_worker(self, session_id: str, room: str) -> bool:
-        agent = await self.livekit.agent_in(room)
-        if agent is None:
-            return await self.end(session_id, reason="agent_lost") is not None
-        if agent.state == "failed":
-            return await self._agent_failed(session_id, agent)
-        if agent.state == "ended":
-            reason = (agent.attributes.get(END_REASON_ATTR) or "agent_ended")[:32]
-            return await self.end(session_id, reason=reason, at=_billable_until(agent)) is not None
-        return False
-
-    async def _agent_failed(self, session_id: str, agent: AgentPresence) -> bool:
-        """The worker could not start the session: failed, nothing billed, room deleted."""
-        code = (agent.attributes.get(ERROR_ATTR) or "agent_failed")[:32]
-        if not await self.store.fail(session_id, now=self.clock(), code=code):
-            return False
-        logger.warning("realtime session failed", extra={"session_id": session_id, "code": code})
-        await self.cleanup(session_id)
-        return True
+        """The reaper's check of live sessions against LiveKit (realtime_reconcile.py)."""
+        return await self._reconciler.reconcile()
 
     # --- capacity -----------------------------------------------------------------------------
     async def busy(self) -> bool:
