@@ -30,7 +30,13 @@ from session_api.errors import (
     TemporarilyUnavailable,
 )
 from session_api.faces import FaceChecker, FaceFetcher, FaceFile
-from session_api.livekit import ROOM_PREFIX, LiveKit, LiveKitBusy, LiveKitError, room_name
+from session_api.livekit import (
+    ROOM_MARK_KEY,
+    LiveKit,
+    LiveKitBusy,
+    LiveKitError,
+    room_name,
+)
 from session_api.pricing import Mode, estimated_cost, price_cents, round_duration
 from session_api.realtime_join import wait_for_worker
 from session_api.realtime_reconcile import Reconciler
@@ -46,10 +52,6 @@ __all__ = ["MODES", "CreatedSession", "Mode", "NewSession", "RealtimeService"]
 def new_session_id() -> str:
     """`ses_` + 24 url-safe random characters (144 bits)."""
     return "ses_" + secrets.token_urlsafe(18)
-
-
-def session_id_of_room(room: str) -> str | None:
-    return room.removeprefix(ROOM_PREFIX) if room.startswith(ROOM_PREFIX) else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -158,14 +160,16 @@ class RealtimeService:
                 "mode": new.mode,
                 "face": face,
                 "max_duration_seconds": new.max_duration_s,
-                "options": dict(new.options),
+                "options": {**new.options, "empty_timeout_seconds": s.realtime_empty_timeout_s},
+                ROOM_MARK_KEY: self.livekit.room_mark(room),
             }
         )
+        room_timeout_s = s.realtime_empty_timeout_s + s.realtime_room_timeout_margin_s
         try:
             await self.livekit.create_room(
                 room,
-                empty_timeout_s=s.realtime_empty_timeout_s,
-                departure_timeout_s=s.realtime_departure_timeout_s,
+                empty_timeout_s=room_timeout_s,
+                departure_timeout_s=room_timeout_s,
                 metadata=json.dumps({"face": face}),
             )
             dispatch_id = await self.livekit.dispatch_agent(
@@ -178,15 +182,19 @@ class RealtimeService:
         token = self.livekit.client_token(
             session_id=session_id, ttl_s=new.max_duration_s + s.realtime_token_margin_s
         )
-        await wait_for_worker(
+        agent = await wait_for_worker(
             self.livekit, s, room=room, dispatch_id=dispatch_id, metadata=dispatch
         )
-        started = self.clock()
-        if not await self.store.activate(
-            session_id, started_at=started, max_duration_s=new.max_duration_s
-        ):
+        if not await self.worker_joined(session_id, agent.joined_at):
             raise TemporarilyUnavailable("Session start timed out.")
         return token
+
+    async def worker_joined(self, session_id: str, joined_at: datetime | None) -> bool:
+        """The avatar worker is in the room: the session is active and billed from its join
+        (LiveKit's time of it, never later than now). True if the session is active."""
+        now = self.clock()
+        started = min(joined_at, now) if joined_at is not None else now
+        return await self.store.activate(session_id, started_at=started)
 
     async def _abort(self, session_id: str) -> None:
         """Undo a create that failed halfway: no bill; room and face removed now or later."""
@@ -267,11 +275,24 @@ class RealtimeService:
 
     # --- end ----------------------------------------------------------------------------------
     async def end(
-        self, session_id: str, *, reason: str, at: datetime | None = None
+        self,
+        session_id: str,
+        *,
+        reason: str,
+        at: datetime | None = None,
+        cleanup_later: bool = False,
     ) -> EndedSession | None:
-        """End an active session once (None if it was not active), then clean up."""
+        """End an active session once (None if it was not active), then clean up: at once, or
+        with `cleanup_later` by the reaper's next sweep (a webhook's answer waits for nothing
+        but the one database write, however many sessions end at once)."""
         now = self.clock()
-        ended = await self.store.end_once(session_id, at=at or now, reason=reason, now=now)
+        ended = await self.store.end_once(
+            session_id,
+            at=at or now,
+            reason=reason,
+            now=now,
+            cleanup_at=now if cleanup_later else None,
+        )
         if ended is None:
             return None
         logger.info(
@@ -282,7 +303,8 @@ class RealtimeService:
                 "duration_s": ended.duration_s,
             },
         )
-        await self.cleanup(session_id, room_gone=reason == "room_finished")
+        if not cleanup_later:
+            await self.cleanup(session_id, room_gone=reason == "room_finished")
         return ended
 
     async def cleanup(self, session_id: str, *, room_gone: bool = False) -> bool:

@@ -67,19 +67,19 @@ class SessionStore:
             tx.add(row)
         return True
 
-    async def activate(self, session_id: str, *, started_at: datetime, max_duration_s: int) -> bool:
-        """starting -> active (one UPDATE; False if the reaper failed it meanwhile)."""
+    async def activate(self, session_id: str, *, started_at: datetime) -> bool:
+        """starting -> active from `started_at`, the worker's join (the create that waited for
+        it, or LiveKit's participant_joined webhook, whichever comes first: both name the same
+        join). True if the session is active now; False if it failed or ended meanwhile."""
         async with self.db.write() as tx:
-            result = await tx.execute(
-                update(RealtimeSession)
-                .where(RealtimeSession.id == session_id, RealtimeSession.status == "starting")
-                .values(
-                    status="active",
-                    started_at=started_at,
-                    expires_at=started_at + timedelta(seconds=max_duration_s),
-                )
-            )
-        return getattr(result, "rowcount", 0) == 1
+            row = await _locked(tx, session_id)
+            if row is None:
+                return False
+            if row.status == "starting":
+                row.status = "active"
+                row.started_at = started_at
+                row.expires_at = started_at + timedelta(seconds=row.max_duration_s)
+            return row.status == "active"
 
     async def fail(self, session_id: str, *, now: datetime, code: str = "create_failed") -> bool:
         """A session that never went live (a create that did not finish, a worker that never
@@ -114,9 +114,17 @@ class SessionStore:
         return row
 
     async def end_once(
-        self, session_id: str, *, at: datetime, reason: str, now: datetime
+        self,
+        session_id: str,
+        *,
+        at: datetime,
+        reason: str,
+        now: datetime,
+        cleanup_at: datetime | None = None,
     ) -> EndedSession | None:
-        """End an active session at `at` (clamped to [started, expires]); None if not active."""
+        """End an active session at `at` (clamped to [started, expires]); None if not active.
+        Its cleanup is due at `cleanup_at` (by default a retry's delay later: the caller
+        cleans up at once)."""
         async with self.db.write() as tx:
             row = await _locked(tx, session_id)
             if row is None or row.status != "active" or row.started_at is None:
@@ -126,7 +134,7 @@ class SessionStore:
             row.ended_at = ended_at
             row.duration_s = round_duration((ended_at - row.started_at).total_seconds())
             row.end_reason = reason
-            row.room_cleanup_due_at = now + CLEANUP_RETRY
+            row.room_cleanup_due_at = cleanup_at or now + CLEANUP_RETRY
             return EndedSession(
                 session_id=row.id,
                 room=row.room,

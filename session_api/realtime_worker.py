@@ -27,23 +27,28 @@ def billable_until(agent: AgentPresence) -> datetime | None:
 
 
 async def apply_worker_state(
-    service: RealtimeService, session_id: str, agent: AgentPresence
+    service: RealtimeService, session_id: str, agent: AgentPresence, *, cleanup_later: bool = False
 ) -> bool:
-    """End or fail the session if the worker says it ended or failed; True if this call did."""
+    """End or fail the session if the worker says it ended or failed; True if this call did.
+    `cleanup_later`: the room and faces go in the reaper's next sweep, not now."""
     if agent.state == "failed":
-        return await _worker_failed(service, session_id, agent)
+        return await _worker_failed(service, session_id, agent, cleanup_later=cleanup_later)
     if agent.state == "ended":
         reason = (agent.attributes.get(END_REASON_ATTR) or "agent_ended")[:32]
-        ended = await service.end(session_id, reason=reason, at=billable_until(agent))
+        at = billable_until(agent)
+        ended = await service.end(session_id, reason=reason, at=at, cleanup_later=cleanup_later)
         return ended is not None
     return False
 
 
-async def _worker_failed(service: RealtimeService, session_id: str, agent: AgentPresence) -> bool:
+async def _worker_failed(
+    service: RealtimeService, session_id: str, agent: AgentPresence, *, cleanup_later: bool
+) -> bool:
     """The worker could not start the session: failed, nothing billed, room deleted."""
     code = (agent.attributes.get(ERROR_ATTR) or "agent_failed")[:32]
     if not await service.store.fail(session_id, now=service.clock(), code=code):
         return False
     logger.warning("realtime session failed", extra={"session_id": session_id, "code": code})
-    await service.cleanup(session_id)
+    if not cleanup_later:  # store.fail made it due now: the reaper's next sweep
+        await service.cleanup(session_id)
     return True

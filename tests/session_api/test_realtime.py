@@ -16,7 +16,10 @@ import jwt
 import pytest
 from livekit import api
 
+from agent.metadata import parse_dispatch_metadata
+from agent.ownership import owns_room
 from session_api.config import Settings
+from session_api.livekit import room_mark
 from session_api.pricing import estimated_cost, pricing_text
 from tests.fake_clock import FakeClock
 from tests.fakes.livekit_server import FakeLiveKit
@@ -98,8 +101,10 @@ async def test_room_and_dispatch_carry_what_the_worker_needs(
 
     [create_room] = livekit.calls_of("CreateRoom")
     assert create_room.request.name == room
-    assert create_room.request.empty_timeout == 120
-    assert create_room.request.departure_timeout == 20
+    # LiveKit closes an empty room only after the worker's own end (30 s + a 30 s margin): the
+    # client may rejoin for 30 s, and the worker bills the session
+    assert create_room.request.empty_timeout == 60
+    assert create_room.request.departure_timeout == 60
     [dispatch] = livekit.calls_of("CreateDispatch")
     assert dispatch.request.agent_name == "atlas-avatar" and dispatch.request.room == room
     metadata = json.loads(dispatch.request.metadata)
@@ -109,8 +114,13 @@ async def test_room_and_dispatch_carry_what_the_worker_needs(
         "mode": "conversation",
         "face": {"storage_key": face_key, "version": 1},
         "max_duration_seconds": 600,
-        "options": {"voice_id": "v1", "instructions": "Be kind"},
+        "options": {"voice_id": "v1", "instructions": "Be kind", "empty_timeout_seconds": 30},
+        "room_mark": room_mark(room, livekit.api_secret),
     }
+    assert parse_dispatch_metadata(dispatch.request.metadata).options.empty_timeout_seconds == 30
+    assert owns_room(room, dispatch.request.metadata, livekit.api_secret)  # the worker agrees
+    assert not owns_room(room, dispatch.request.metadata, "another-secret")
+    assert not owns_room("customer-room", dispatch.request.metadata, livekit.api_secret)
     assert json.loads(create_room.request.metadata) == {"face": metadata["face"]}
     # The face is stored where the worker's file face source resolves storage keys.
     stored = api_rt.services.settings.data_dir / "storage" / face_key
