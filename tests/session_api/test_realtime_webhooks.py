@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import httpx
@@ -111,6 +111,11 @@ async def test_the_bill_starts_at_the_workers_join_five_seconds_after_dispatch(
             event = avatar_event("participant_joined", room, at=joined + 1, joined_at=joined)
             await clock.advance(1)
             await post_webhook(api_, livekit, event)
+            assert api_.services.realtime is not None
+            [row] = (await session_rows(api_.services.realtime)).values()
+            assert row.status == "active"  # before the create's wait has seen the worker
+            assert row.started_at is not None
+            assert row.started_at.replace(tzinfo=UTC).timestamp() == joined
         livekit.take_job(room)
         livekit.join_agent(room, at=joined)
         response = await created
