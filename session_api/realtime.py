@@ -46,6 +46,7 @@ from session_api.storage import Storage, StorageFailure
 logger = logging.getLogger("session_api")
 
 MODES: tuple[Mode, ...] = ("conversation", "passthrough")
+SWAP_ATTEMPTS = 5  # compare-and-swap tries of one face swap racing others
 __all__ = ["MODES", "CreatedSession", "Mode", "NewSession", "RealtimeService"]
 
 
@@ -254,19 +255,27 @@ class RealtimeService:
 
     # --- face swap ----------------------------------------------------------------------------
     async def swap_face(self, session_id: str, *, key_id: int, face: FaceFile) -> int:
-        """Store the new face and bump its version in the room metadata; returns the version."""
+        """Store the new face and bump its version in the room metadata; returns the version.
+
+        LiveKit is called outside any database transaction (a write lock held across it would
+        stall every other write); the version then moves by compare-and-swap. A swap that lost
+        a race to another writes its face again with the version after the winner's, so the
+        room ends on the face of the swap the database records last."""
         key = f"realtime/{session_id}/face-{secrets.token_hex(6)}.{face.extension}"
         await self._put_face(key, face)
         try:
-            async with self.store.locked_active(session_id, key_id) as row:
+            for _ in range(SWAP_ATTEMPTS):
+                row = await self.require_active(session_id, key_id=key_id)
                 version = row.face_version + 1
                 ref = await self.face_ref(key, version=version, max_duration_s=row.max_duration_s)
                 try:
                     await self.livekit.update_room_metadata(row.room, json.dumps({"face": ref}))
                 except LiveKitError as exc:
                     raise TemporarilyUnavailable("LiveKit is temporarily unavailable.") from exc
-                row.face_version = version
-                row.face_keys = json.dumps([*face_keys_of(row), key])
+                if await self.store.swap_face(session_id, seen_version=version - 1, key=key):
+                    break
+            else:
+                raise TemporarilyUnavailable("Too many face swaps at once; try again.")
         except Exception:
             await self._delete_faces([key])
             raise

@@ -13,8 +13,6 @@ transaction, so the row is the single source of truth shared by every API proces
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -23,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from session_api.db.models import RealtimeSession
 from session_api.db.session import Database
-from session_api.errors import NotFound
 from session_api.pricing import estimated_cost, round_duration
 
 LIVE = ("starting", "active")
@@ -144,14 +141,17 @@ class SessionStore:
                 cents_per_hour=row.price_cents_per_hour,
             )
 
-    @asynccontextmanager
-    async def locked_active(self, session_id: str, key_id: int) -> AsyncIterator[RealtimeSession]:
-        """The caller's active session, row-locked for one transaction; NotFound otherwise."""
+    async def swap_face(self, session_id: str, *, seen_version: int, key: str) -> bool:
+        """Compare-and-swap: the face version `seen_version` -> the next, with `key` added to
+        the session's face objects; False if the session moved on (another swap, or its end).
+        One short write, never held across a LiveKit call."""
         async with self.db.write() as tx:
             row = await _locked(tx, session_id)
-            if row is None or row.key_id != key_id or row.status != "active":
-                raise NotFound("Session not found or already ended.")
-            yield row
+            if row is None or row.status != "active" or row.face_version != seen_version:
+                return False
+            row.face_version = seen_version + 1
+            row.face_keys = json.dumps([*face_keys_of(row), key])
+        return True
 
     async def expired(self, now: datetime, *, limit: int = 100) -> list[str]:
         async with self.db.session() as tx:

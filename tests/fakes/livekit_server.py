@@ -35,6 +35,18 @@ class Call:
     claims: api.Claims
 
 
+@dataclass
+class Gate:
+    """Holds the next call of a method: `reached` is set when it arrives, and it proceeds
+    once `release` is set (a hang guard lets it go after HOLD_LIMIT_S)."""
+
+    reached: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+
+HOLD_LIMIT_S = 60.0
+
+
 class TwirpFailure(Exception):
     def __init__(self, status: int, code: str, msg: str) -> None:
         super().__init__(msg)
@@ -61,6 +73,7 @@ class FakeLiveKit:
     # room -> dispatch id -> the dispatch (its state.jobs names the job a worker took)
     dispatches: dict[str, dict[str, api.AgentDispatch]] = field(default_factory=dict)
     clock: Callable[[], float] = time.time  # epoch seconds of joined_at (tests: a FakeClock)
+    gates: dict[str, Gate] = field(default_factory=dict)  # method -> its next call's gate
     _lock: threading.Lock = field(default_factory=threading.RLock)
 
     def __post_init__(self) -> None:
@@ -137,6 +150,11 @@ class FakeLiveKit:
         with self._lock:
             return [c for c in self.calls if c.method == method]
 
+    def hold_next(self, method: str) -> Gate:
+        with self._lock:
+            gate = self.gates[method] = Gate()
+        return gate
+
     def fail_next(self, method: str, *, status: int = 503, code: str = "unavailable") -> None:
         with self._lock:
             self.failures.setdefault(method, []).append((status, code))
@@ -198,6 +216,11 @@ class FakeLiveKit:
         request_class, run = handler
         request = request_class.FromString(body)
         self._authorize(method, claims, request)
+        with self._lock:
+            gate = self.gates.pop(method, None)
+        if gate is not None:
+            gate.reached.set()
+            gate.release.wait(HOLD_LIMIT_S)
         with self._lock:
             self.calls.append(Call(service, method, request, claims))
             queued = self.failures.get(method)

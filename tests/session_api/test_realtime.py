@@ -6,6 +6,7 @@ client token and webhooks are checked with livekit-api's own TokenVerifier / Acc
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Callable
@@ -427,3 +428,34 @@ async def test_room_finished_webhook_ends_the_session_at_livekits_time(
     assert status["ended_at"] == finished_at.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert livekit.calls_of("DeleteRoom") == []  # LiveKit already closed it
     assert_error(await api_rt.client.delete(url, headers=auth(key.key)), 409, "already_ended")
+
+
+async def test_a_face_swap_holds_no_database_lock_while_it_calls_livekit(
+    api_rt: Api, livekit: FakeLiveKit, face_bytes: bytes
+) -> None:
+    """While LiveKit takes its time over the room metadata, other writes go through; a swap
+    that loses the race to another is written again after it (compare-and-swap)."""
+    key = await api_rt.new_key()
+    body = await create(api_rt, key.key, face_bytes)
+    sid, room = body["session_id"], body["room"]
+    url = f"/v1/realtime/session/{sid}"
+    files = {"face": ("f.jpg", face_bytes, "image/jpeg")}
+    gate = livekit.hold_next("UpdateRoomMetadata")
+    slow = asyncio.create_task(api_rt.client.patch(url, headers=auth(key.key), files=files))
+    assert await asyncio.to_thread(gate.reached.wait, 30)
+    try:
+        # SQLite: a write lock held across the call would make these wait (and then fail)
+        other = await create(api_rt, key.key, face_bytes)
+        fast = await api_rt.client.patch(url, headers=auth(key.key), files=files)
+        assert fast.status_code == 200, fast.text
+    finally:
+        gate.release.set()
+    assert (await slow).status_code == 200
+    store = api_rt.services.realtime.store  # type: ignore[union-attr]
+    row = await store.get(sid, key_id=key.id)
+    assert row is not None and row.face_version == 3
+    face = json.loads(livekit.rooms[room].metadata)["face"]
+    assert face["version"] == 3  # the room shows the face the database records last
+    keys = json.loads(row.face_keys)
+    assert len(keys) == 3 and face["storage_key"] == keys[-1]
+    assert other["session_id"] != sid
