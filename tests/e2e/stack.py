@@ -90,7 +90,12 @@ class Stack:
         return self.procs.log(proc)
 
     def stop(self) -> None:
+        self.livekit.webhooks.targets.discard(self.webhook_url)
         self.procs.stop_all()
+
+    @property
+    def webhook_url(self) -> str:
+        return f"{self.base_url}/v1/livekit/webhook"
 
     async def session_summary(self, session_id: str) -> dict[str, Any]:
         """The worker's `session summary` log record of a session (logged as it ends)."""
@@ -252,9 +257,11 @@ def start_stack(
             procs=procs,
             api_proc=api_proc,
         )
+        livekit.webhooks.targets.add(stack.webhook_url)  # LiveKit's events reach this API
         for _ in range(workers):
             stack.start_worker()
     except BaseException:
+        livekit.webhooks.targets.discard(f"{base_url}/v1/livekit/webhook")
         procs.stop_all()
         raise
     return stack
