@@ -42,11 +42,13 @@ async def apply_webhook(service: RealtimeService, event: api.WebhookEvent) -> No
     if session_id is None:
         return
     if event.event == "room_finished":
+        _log(event, session_id)
         at = _event_time(event)
         await service.end(session_id, reason="room_finished", at=at, cleanup_later=True)
         return
     if not event.HasField("participant") or not is_agent(event.participant):
         return
+    _log(event, session_id)
     agent = AgentPresence.of(event.participant)
     if event.event in JOINED:
         await service.worker_joined(session_id, agent.joined_at or _event_time(event))
@@ -66,6 +68,10 @@ async def _worker_left(
     ended = await service.end(session_id, reason="agent_lost", at=at, cleanup_later=True)
     if ended is not None:
         logger.warning("avatar worker left without ending", extra={"session_id": session_id})
+
+
+def _log(event: api.WebhookEvent, session_id: str) -> None:
+    logger.info("livekit webhook", extra={"event": event.event, "session_id": session_id})
 
 
 def _event_time(event: api.WebhookEvent) -> datetime | None:

@@ -10,6 +10,7 @@ These wait real seconds on purpose: the timeouts under test are the real default
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -102,6 +103,8 @@ async def test_a_client_away_past_the_empty_timeout_ends_the_session_billed_to_i
     assert not await stack.room_exists(session["room"])
     # the true reason, from the avatar's last attributes (its participant_left webhook)
     assert end_reason(stack, session["session_id"]) == "client_left"
+    webhooks = webhooks_seen(stack, session["session_id"])  # LiveKit's webhooks came
+    assert {"participant_joined", "participant_left"} <= webhooks, webhooks
 
 
 def end_reason(stack: Stack, session_id: str) -> str | None:
@@ -112,3 +115,16 @@ def end_reason(stack: Stack, session_id: str) -> str | None:
             "SELECT end_reason FROM realtime_sessions WHERE id = ?", (session_id,)
         ).fetchone()
     return None if row is None else str(row[0])
+
+
+def webhooks_seen(stack: Stack, session_id: str) -> set[str]:
+    """The avatar's webhook events the API logged for the session."""
+    seen = set()
+    for line in stack.log(stack.api_proc).splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("message") == "livekit webhook" and record.get("session_id") == session_id:
+            seen.add(str(record.get("event")))
+    return seen
