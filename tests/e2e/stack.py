@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -109,6 +110,19 @@ class Stack:
             return None
 
         return await poll(logged, limit_s=60, what=f"the summary of {session_id}")
+
+    def worker_logged_at(self, message: str, session_id: str) -> float | None:
+        """Epoch time of the workers' last `message` record about the session, if any."""
+        seen = None
+        for proc in self.workers:
+            for line in self.log(proc).splitlines():
+                if f'"{message}"' not in line or session_id not in line:
+                    continue
+                record = json.loads(line)
+                if record.get("message") == message:
+                    stamp = datetime.fromisoformat(str(record["time"]))
+                    seen = max(seen or 0.0, stamp.timestamp())
+        return seen
 
     # -- HTTP --------------------------------------------------------------------------------
     @property

@@ -90,18 +90,21 @@ async def test_a_client_away_past_the_empty_timeout_ends_the_session_billed_to_i
     finally:
         left_at = time.time()
         await viewer.leave()
-        left_by = time.time()  # the worker sees the leave somewhere in [left_at, left_by + …]
+        left_by = time.time()
 
     got = await stack.wait_status(
         session["session_id"], {"ended", "failed"}, limit_s=EMPTY_TIMEOUT_S + END_LIMIT_S
     )
     assert got["status"] == "ended"
     assert time.time() >= left_at + EMPTY_TIMEOUT_S - BILL_SLACK_S  # it waited out the timeout
-    # billed up to the leave, not through the 30 s of empty room
     ended, started = epoch(got["ended_at"]), epoch(got["started_at"])
-    # (ended_at is given to the second, rounded down)
-    assert left_at - 1 <= ended <= left_by + BILL_SLACK_S, f"billed until {ended - left_at:+.1f} s"
-    assert got["duration_seconds"] <= left_by - started + BILL_SLACK_S
+    # The bill stops where the worker saw the client go (a loaded machine may see it seconds
+    # after the leave), never at the end of the 30 s empty wait; ended_at is to the second.
+    seen = stack.worker_logged_at("client left", session["session_id"])
+    assert seen is not None and seen >= left_at - 1
+    assert seen - 1 - BILL_SLACK_S <= ended <= seen + BILL_SLACK_S, f"billed to {ended - seen:+.1f}"
+    assert ended < left_by + EMPTY_TIMEOUT_S / 2, f"billed until {ended - left_at:+.1f} s"
+    assert got["duration_seconds"] <= seen - started + BILL_SLACK_S
     assert not await stack.room_exists(session["room"])
     # the true reason, from the avatar's last attributes (its participant_left webhook)
     assert end_reason(stack, session["session_id"]) == "client_left"
