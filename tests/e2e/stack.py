@@ -124,6 +124,14 @@ class Stack:
                     seen = max(seen or 0.0, stamp.timestamp())
         return seen
 
+    async def worker_saw(self, message: str, session_id: str) -> float:
+        """Wait until a worker logs `message` about the session (hang guard); its time."""
+
+        async def logged() -> float | None:
+            return self.worker_logged_at(message, session_id)
+
+        return await poll(logged, limit_s=60, what=f"{message!r} of {session_id}")
+
     # -- HTTP --------------------------------------------------------------------------------
     @property
     def auth(self) -> dict[str, str]:

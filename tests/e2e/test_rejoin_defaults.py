@@ -56,6 +56,7 @@ async def test_a_client_rejoining_after_22_s_finds_its_session_live(default_stac
     await asyncio.wait_for(first.first_video.wait(), JOIN_LIMIT_S)
     agent = first.agent()
     assert agent is not None
+    await stack.worker_saw("client joined", session["session_id"])
     await first.leave()
     left_at = time.monotonic()
 
@@ -87,6 +88,7 @@ async def test_a_client_away_past_the_empty_timeout_ends_the_session_billed_to_i
     await viewer.join(session["livekit_url"], session["token"])
     try:
         await asyncio.wait_for(viewer.first_video.wait(), JOIN_LIMIT_S)
+        await stack.worker_saw("client joined", session["session_id"])
     finally:
         left_at = time.time()
         await viewer.leave()
