@@ -138,6 +138,7 @@ class LiveSession:
         self._room.on("room_metadata_changed", self._on_room_metadata_changed)
         self._room.on("disconnected", self._on_room_disconnected)
         if self._client is not None and self._client in self._room.remote_participants:
+            logger.info("client joined", extra={"session_id": self._session_id})  # before us
             self._client_present(True)
         # a face swap written before we joined is still in the (durable) room metadata
         self._on_room_metadata_changed("", self._room.metadata)
