@@ -6,6 +6,7 @@ customer stays connected and the room survives."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 
@@ -67,4 +68,5 @@ async def test_a_junk_dispatch_leaves_a_customers_room_and_participant_alone(
             assert '"invalid_job"' in stack.log(worker)
         finally:
             await customer.disconnect()
-            await lkapi.room.delete_room(api.DeleteRoomRequest(room=room_name))
+            with contextlib.suppress(api.TwirpError):  # gone already if the test failed
+                await lkapi.room.delete_room(api.DeleteRoomRequest(room=room_name))
