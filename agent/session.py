@@ -150,6 +150,7 @@ class LiveSession:
             for participant in list(self._room.remote_participants.values()):
                 self._yield_to(participant)
         if self._client is not None and self._client in self._room.remote_participants:
+            logger.info("client joined", extra={"session_id": self._session_id})  # before us
             self._client_present(True)
         # a pipeline that dies ends the session now, billed up to the failure
         self._generator.on_failure(lambda _exc: self.request_end("error"))

@@ -40,10 +40,10 @@ from agent.faces import (
     HttpFaceSource,
     RoutingFaceSource,
 )
-from agent.livekit_api import LiveKitRoomAdmin
 from agent.metadata import DispatchMetadata, MetadataError, parse_dispatch_metadata
 from agent.metrics import worker_metrics
 from agent.models import ProcessModels, process_models
+from agent.ownership import room_admin_for
 from agent.passthrough import ParticipantAudioReceiver
 from agent.playback import PlaybackGuard
 from agent.runner import create_avatar_runner, create_guarded_runner, create_protocol_runner
@@ -151,12 +151,7 @@ class _Job:
         self.ctx, self.settings = ctx, settings
         self.meta: DispatchMetadata | None = None
         self.faces = build_face_source(settings)
-        secret = settings.livekit_api_secret
-        self.admin = LiveKitRoomAdmin(
-            url=settings.livekit_url,
-            api_key=settings.livekit_api_key,
-            api_secret=secret.get_secret_value() if secret else None,
-        )
+        self.admin = room_admin_for(ctx, settings)  # deletes only rooms our API created
         self._closers: list[Any] = []
         self._own_room: rtc.Room | None = None
         self._task: asyncio.Task[None] | None = None

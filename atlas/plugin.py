@@ -115,6 +115,48 @@ def mint_avatar_token(
     )
 
 
+# The worker's limits on the dispatch (agent/metadata.py; tests/agent/test_plugin.py keeps the
+# two equal): a dispatch outside them would only fail in the worker, far from the mistake.
+MAX_DURATION_LIMIT_S = 24 * 3600
+
+
+def _check_inputs(
+    *,
+    face_url: str | None,
+    face_storage_key: str | None,
+    avatar_identity: str,
+    max_duration_seconds: float,
+    empty_timeout_seconds: float | None,
+) -> None:
+    """Refuse, here in the caller's process, what the worker would refuse."""
+    if (face_url is None) == (face_storage_key is None):
+        raise AtlasAvatarError("give exactly one of face_url or face_storage_key")
+    if face_url is not None and not (
+        isinstance(face_url, str) and face_url.startswith(("https://", "http://"))
+    ):
+        raise AtlasAvatarError("face_url must be an http(s) URL")
+    if face_storage_key is not None and not (
+        isinstance(face_storage_key, str) and face_storage_key.strip()
+    ):
+        raise AtlasAvatarError("face_storage_key must be a non-empty string")
+    if not (isinstance(avatar_identity, str) and avatar_identity.strip()):
+        raise AtlasAvatarError("avatar_identity must be a non-empty string")
+    if not _number_in(max_duration_seconds, 0, MAX_DURATION_LIMIT_S):
+        raise AtlasAvatarError(
+            f"max_duration_seconds must be a number > 0 and <= {MAX_DURATION_LIMIT_S}"
+        )
+    if empty_timeout_seconds is not None and not _number_in(empty_timeout_seconds, 0, None):
+        raise AtlasAvatarError("empty_timeout_seconds must be a number > 0")
+
+
+def _number_in(value: object, above: float, at_most: float | None) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if value != value or value in (float("inf"), float("-inf")):  # NaN, infinities
+        return False
+    return value > above and (at_most is None or value <= at_most)
+
+
 def new_session_id() -> str:
     return "ses_" + secrets.token_urlsafe(18)  # 24 url-safe characters
 
@@ -140,8 +182,13 @@ class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
         """The face: an HTTPS `face_url`, or a `face_storage_key` in the worker's face store.
         `empty_timeout_seconds`: the avatar leaves when this agent has been gone that long."""
         super().__init__()
-        if (face_url is None) == (face_storage_key is None):
-            raise AtlasAvatarError("give exactly one of face_url or face_storage_key")
+        _check_inputs(
+            face_url=face_url,
+            face_storage_key=face_storage_key,
+            avatar_identity=avatar_identity,
+            max_duration_seconds=max_duration_seconds,
+            empty_timeout_seconds=empty_timeout_seconds,
+        )
         face = {"url": face_url} if face_url is not None else {"storage_key": face_storage_key}
         self._face: dict[str, Any] = {**face, "version": 1}
         self._avatar_identity = avatar_identity

@@ -99,8 +99,14 @@ class Settings(BaseSettings):
     realtime_max_duration_s: int = Field(default=3600, ge=10)
     realtime_price_conversation: Decimal = Decimal("10")  # $ per hour, prorated per second
     realtime_price_passthrough: Decimal = Decimal("6")
-    realtime_empty_timeout_s: int = 120  # room closes if nobody joins
-    realtime_departure_timeout_s: int = 20  # room closes this long after the last one leaves
+    # A session whose client has not joined, or has left, ends this long after (the worker's
+    # empty timeout, sent with each dispatch): the client may rejoin until then, and the bill
+    # leaves the wait out.
+    realtime_empty_timeout_s: int = Field(default=30, gt=0)
+    # LiveKit closes an empty room only this much later (its empty and departure timeouts), so
+    # the worker's own end comes first: LiveKit counts the avatar as a dependent participant,
+    # and its 20 s default would close the room inside the rejoin window.
+    realtime_room_timeout_margin_s: int = Field(default=30, ge=5)
     realtime_token_margin_s: int = 300  # the client token outlives max duration by this much
     realtime_face_max_bytes: int = 10 * 1024 * 1024
     realtime_face_timeout_s: float = 10.0

@@ -87,7 +87,9 @@ COOKIE_MAX_AGE_S = 24 * 3600
 
 
 class DemoSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ATLAS_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="ATLAS_", extra="ignore", hide_input_in_errors=True
+    )
 
     demo: bool = False  # ATLAS_DEMO=1 turns the broker on
     demo_dir: Path | None = None  # ATLAS_DEMO_DIR: another build of the page
@@ -222,7 +224,7 @@ class Broker:
 
     def cookie(self, request: Request) -> IdCookie:
         services: Services = request.app.state.services
-        return IdCookie(services.settings.secret_key)
+        return IdCookie(services.settings.secret_key.get_secret_value())
 
     def owned(self, request: Request, item_id: str) -> str:
         """`item_id` when this browser created it; 404 (as for an unknown id) when not."""

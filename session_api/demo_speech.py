@@ -23,7 +23,9 @@ MAX_TEXT_CHARS = 1000  # a sentence or a paragraph: this is a demo, and the oper
 
 
 class SpeechSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ATLAS_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="ATLAS_", extra="ignore", hide_input_in_errors=True
+    )
 
     openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
     openai_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")

@@ -6,11 +6,13 @@ domain errors. Built in the app's lifespan (it owns an aiohttp session) and clos
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 from livekit import api
@@ -40,6 +42,22 @@ def room_name(session_id: str) -> str:
 
 ROOM_PREFIX = "atlas-rt-"
 
+
+def session_id_of_room(room: str) -> str | None:
+    return room.removeprefix(ROOM_PREFIX) if room.startswith(ROOM_PREFIX) else None
+
+
+ROOM_MARK_KEY = "room_mark"  # in the dispatch metadata
+_MARK_DOMAIN = b"atlas-room-owner\x00"
+
+
+def room_mark(room: str, secret: str) -> str:
+    """The mark that tells the worker this API created `room` (agent/ownership.py checks it):
+    an HMAC-SHA256 of the room name keyed with the API secret, so nobody else can make it and
+    it names one room only. The worker deletes no room without it."""
+    return hmac.new(secret.encode(), _MARK_DOMAIN + room.encode(), hashlib.sha256).hexdigest()
+
+
 # What the avatar worker tells the API and the client through its participant attributes
 # (the contract is documented in agent/README.md; agent and session_api share no code).
 STATE_ATTR = "atlas.state"  # "live" | "ended" | "failed"
@@ -48,12 +66,23 @@ END_REASON_ATTR = "atlas.end_reason"  # ended: why
 BILLABLE_UNTIL_ATTR = "atlas.billable_until"  # ended: unix time (s) the bill stops at
 
 
+def is_agent(participant: api.ParticipantInfo) -> bool:
+    return participant.kind == api.ParticipantInfo.Kind.AGENT
+
+
 @dataclass(frozen=True, slots=True)
 class AgentPresence:
     """The avatar worker's participant in a session's room, as the server lists it."""
 
     identity: str
     attributes: dict[str, str]
+    joined_at: datetime | None = None  # when it joined, by LiveKit's clock
+
+    @classmethod
+    def of(cls, participant: api.ParticipantInfo) -> AgentPresence:
+        ms = participant.joined_at_ms or participant.joined_at * 1000
+        joined = datetime.fromtimestamp(ms / 1000, UTC) if ms > 0 else None
+        return cls(participant.identity, dict(participant.attributes), joined)
 
     @property
     def state(self) -> str:
@@ -104,8 +133,7 @@ class LiveKit:
             async with self._call("delete_room"):
                 await self._api.room.delete_room(api.DeleteRoomRequest(room=name))
         except LiveKitError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, api.ServerError) and cause.code == api.ServerErrorCode.NOT_FOUND:
+            if _not_found(exc):
                 return False
             raise
         return True
@@ -141,15 +169,22 @@ class LiveKit:
         return {room.name for room in listed.rooms}
 
     async def agent_in(self, room: str) -> AgentPresence | None:
-        """The agent participant in `room` (our avatar worker), or None."""
-        async with self._call("list_participants"):
-            listed = await self._api.room.list_participants(api.ListParticipantsRequest(room=room))
+        """The agent participant in `room` (our avatar worker), or None (none, or no room)."""
+        try:
+            async with self._call("list_participants"):
+                request = api.ListParticipantsRequest(room=room)
+                listed = await self._api.room.list_participants(request)
+        except LiveKitError as exc:
+            if _not_found(exc):
+                return None
+            raise
         for participant in listed.participants:
-            if participant.kind == api.ParticipantInfo.Kind.AGENT:
-                return AgentPresence(
-                    identity=participant.identity, attributes=dict(participant.attributes)
-                )
+            if is_agent(participant):
+                return AgentPresence.of(participant)
         return None
+
+    def room_mark(self, room: str) -> str:
+        return room_mark(room, self._api_secret)
 
     def client_token(self, *, session_id: str, ttl_s: int) -> str:
         """A join token for the session's client: its own identity, its own room only."""
@@ -182,3 +217,8 @@ class LiveKit:
 
     async def aclose(self) -> None:
         await self._api.aclose()
+
+
+def _not_found(exc: LiveKitError) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, api.ServerError) and cause.code == api.ServerErrorCode.NOT_FOUND

@@ -4,18 +4,19 @@ Rooms, dispatch, tokens and face objects live here; the row itself is the reposi
 (session_api/realtime_store.py) and the price is session_api/pricing.py's. Every end path
 (DELETE, max duration via the reaper, LiveKit's room_finished) goes through the repository's
 `end_once`; the room and face cleanup that follows is retried by the reaper until it succeeds
-(`room_cleanup_due_at`).
+(`room_cleanup_due_at`). Waiting for the worker to join is realtime_join.py's job, checking
+live sessions against LiveKit realtime_reconcile.py's, the worker's own end or failure
+realtime_worker.py's.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from session_api.clock import Clock, utcnow
@@ -30,34 +31,28 @@ from session_api.errors import (
 )
 from session_api.faces import FaceChecker, FaceFetcher, FaceFile
 from session_api.livekit import (
-    BILLABLE_UNTIL_ATTR,
-    END_REASON_ATTR,
-    ERROR_ATTR,
-    ROOM_PREFIX,
-    AgentPresence,
+    ROOM_MARK_KEY,
     LiveKit,
     LiveKitBusy,
     LiveKitError,
     room_name,
 )
 from session_api.pricing import Mode, estimated_cost, price_cents, round_duration
+from session_api.realtime_join import wait_for_worker
+from session_api.realtime_reconcile import Reconciler
 from session_api.realtime_store import EndedSession, SessionStore, face_keys_of
 from session_api.storage import Storage, StorageFailure
 
 logger = logging.getLogger("session_api")
 
 MODES: tuple[Mode, ...] = ("conversation", "passthrough")
-JOIN_POLL_S = 0.05  # how often a create looks for the worker in the room
+SWAP_ATTEMPTS = 5  # compare-and-swap tries of one face swap racing others
 __all__ = ["MODES", "CreatedSession", "Mode", "NewSession", "RealtimeService"]
 
 
 def new_session_id() -> str:
     """`ses_` + 24 url-safe random characters (144 bits)."""
     return "ses_" + secrets.token_urlsafe(18)
-
-
-def session_id_of_room(room: str) -> str | None:
-    return room.removeprefix(ROOM_PREFIX) if room.startswith(ROOM_PREFIX) else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,13 +86,6 @@ class SessionView:
     error_code: str | None  # failed sessions: why
 
 
-def _billable_until(agent: AgentPresence) -> datetime | None:
-    try:
-        return datetime.fromtimestamp(float(agent.attributes[BILLABLE_UNTIL_ATTR]), UTC)
-    except (KeyError, ValueError, OverflowError):
-        return None
-
-
 class RealtimeService:
     """Sessions on LiveKit: rooms, dispatch, tokens, face swaps, ends and their cleanup."""
 
@@ -119,8 +107,7 @@ class RealtimeService:
         self.checker = checker
         self.fetcher = fetcher
         self.clock = clock
-        self._sweeps = 0  # reconcile passes so far
-        self._looked_at: dict[str, int] = {}  # room -> the pass that last looked at its worker
+        self._reconciler = Reconciler(self)
 
     # --- create -------------------------------------------------------------------------------
     async def create(self, new: NewSession) -> CreatedSession:
@@ -174,14 +161,16 @@ class RealtimeService:
                 "mode": new.mode,
                 "face": face,
                 "max_duration_seconds": new.max_duration_s,
-                "options": dict(new.options),
+                "options": {**new.options, "empty_timeout_seconds": s.realtime_empty_timeout_s},
+                ROOM_MARK_KEY: self.livekit.room_mark(room),
             }
         )
+        room_timeout_s = s.realtime_empty_timeout_s + s.realtime_room_timeout_margin_s
         try:
             await self.livekit.create_room(
                 room,
-                empty_timeout_s=s.realtime_empty_timeout_s,
-                departure_timeout_s=s.realtime_departure_timeout_s,
+                empty_timeout_s=room_timeout_s,
+                departure_timeout_s=room_timeout_s,
                 metadata=json.dumps({"face": face}),
             )
             dispatch_id = await self.livekit.dispatch_agent(
@@ -194,50 +183,19 @@ class RealtimeService:
         token = self.livekit.client_token(
             session_id=session_id, ttl_s=new.max_duration_s + s.realtime_token_margin_s
         )
-        started = await self._worker_joined(room, dispatch_id, metadata=dispatch)
-        if not await self.store.activate(
-            session_id, started_at=started, max_duration_s=new.max_duration_s
-        ):
+        agent = await wait_for_worker(
+            self.livekit, s, room=room, dispatch_id=dispatch_id, metadata=dispatch
+        )
+        if not await self.worker_joined(session_id, agent.joined_at):
             raise TemporarilyUnavailable("Session start timed out.")
         return token
 
-    async def _worker_joined(self, room: str, dispatch_id: str, *, metadata: str) -> datetime:
-        """When the avatar worker joined the room: the bill starts there, not at dispatch.
-        A dispatch no worker took within realtime_redispatch_after_s is made again: LiveKit
-        drops a job it offers while every worker reads as full, and a worker's load reaches it
-        only every 2.5 s, so a stream freed just before still reads as taken.
-        No worker within realtime_join_timeout_s means none is free: 503 no_capacity."""
-        s = self.settings
-        now = asyncio.get_running_loop().time
-        deadline = now() + s.realtime_join_timeout_s
-        redispatch_at = now() + s.realtime_redispatch_after_s
-        while True:
-            try:
-                if await self.livekit.agent_in(room) is not None:
-                    return self.clock()
-                if now() >= redispatch_at:
-                    dispatch_id = await self._redispatch_if_untaken(room, dispatch_id, metadata)
-                    redispatch_at = now() + s.realtime_redispatch_after_s
-            except LiveKitBusy as exc:
-                raise NoCapacity(retry_after_s=s.realtime_retry_after_s) from exc
-            except LiveKitError as exc:
-                raise TemporarilyUnavailable("LiveKit is temporarily unavailable.") from exc
-            if now() >= deadline:
-                logger.warning("no avatar worker joined", extra={"room": room})
-                raise NoCapacity(retry_after_s=s.realtime_retry_after_s)
-            await asyncio.sleep(JOIN_POLL_S)
-
-    async def _redispatch_if_untaken(self, room: str, dispatch_id: str, metadata: str) -> str:
-        """The dispatch to wait on: the same one if a worker took it, else a new one. The old
-        one is left alone: deleting it would end a job assigned to it just after our look,
-        and a late job of it is no second avatar, since every job of a session joins under
-        the session's one identity and LiveKit keeps one participant per identity."""
-        if await self.livekit.dispatch_taken(room=room, dispatch_id=dispatch_id):
-            return dispatch_id
-        logger.info("no worker took the dispatch; dispatching again", extra={"room": room})
-        return await self.livekit.dispatch_agent(
-            room=room, agent_name=self.settings.realtime_agent_name, metadata=metadata
-        )
+    async def worker_joined(self, session_id: str, joined_at: datetime | None) -> bool:
+        """The avatar worker is in the room: the session is active and billed from its join
+        (LiveKit's time of it, never later than now). True if the session is active."""
+        now = self.clock()
+        started = min(joined_at, now) if joined_at is not None else now
+        return await self.store.activate(session_id, started_at=started)
 
     async def _abort(self, session_id: str) -> None:
         """Undo a create that failed halfway: no bill; room and face removed now or later."""
@@ -297,19 +255,27 @@ class RealtimeService:
 
     # --- face swap ----------------------------------------------------------------------------
     async def swap_face(self, session_id: str, *, key_id: int, face: FaceFile) -> int:
-        """Store the new face and bump its version in the room metadata; returns the version."""
+        """Store the new face and bump its version in the room metadata; returns the version.
+
+        LiveKit is called outside any database transaction (a write lock held across it would
+        stall every other write); the version then moves by compare-and-swap. A swap that lost
+        a race to another writes its face again with the version after the winner's, so the
+        room ends on the face of the swap the database records last."""
         key = f"realtime/{session_id}/face-{secrets.token_hex(6)}.{face.extension}"
         await self._put_face(key, face)
         try:
-            async with self.store.locked_active(session_id, key_id) as row:
+            for _ in range(SWAP_ATTEMPTS):
+                row = await self.require_active(session_id, key_id=key_id)
                 version = row.face_version + 1
                 ref = await self.face_ref(key, version=version, max_duration_s=row.max_duration_s)
                 try:
                     await self.livekit.update_room_metadata(row.room, json.dumps({"face": ref}))
                 except LiveKitError as exc:
                     raise TemporarilyUnavailable("LiveKit is temporarily unavailable.") from exc
-                row.face_version = version
-                row.face_keys = json.dumps([*face_keys_of(row), key])
+                if await self.store.swap_face(session_id, seen_version=version - 1, key=key):
+                    break
+            else:
+                raise TemporarilyUnavailable("Too many face swaps at once; try again.")
         except Exception:
             await self._delete_faces([key])
             raise
@@ -318,11 +284,24 @@ class RealtimeService:
 
     # --- end ----------------------------------------------------------------------------------
     async def end(
-        self, session_id: str, *, reason: str, at: datetime | None = None
+        self,
+        session_id: str,
+        *,
+        reason: str,
+        at: datetime | None = None,
+        cleanup_later: bool = False,
     ) -> EndedSession | None:
-        """End an active session once (None if it was not active), then clean up."""
+        """End an active session once (None if it was not active), then clean up: at once, or
+        with `cleanup_later` by the reaper's next sweep (a webhook's answer waits for nothing
+        but the one database write, however many sessions end at once)."""
         now = self.clock()
-        ended = await self.store.end_once(session_id, at=at or now, reason=reason, now=now)
+        ended = await self.store.end_once(
+            session_id,
+            at=at or now,
+            reason=reason,
+            now=now,
+            cleanup_at=now if cleanup_later else None,
+        )
         if ended is None:
             return None
         logger.info(
@@ -333,7 +312,8 @@ class RealtimeService:
                 "duration_s": ended.duration_s,
             },
         )
-        await self.cleanup(session_id, room_gone=reason == "room_finished")
+        if not cleanup_later:
+            await self.cleanup(session_id, room_gone=reason == "room_finished")
         return ended
 
     async def cleanup(self, session_id: str, *, room_gone: bool = False) -> bool:
@@ -360,63 +340,8 @@ class RealtimeService:
 
     # --- what LiveKit says -----------------------------------------------------------------
     async def reconcile(self) -> list[str]:
-        """End or fail active sessions by what LiveKit shows: the room gone, the worker gone
-        (killed), or the worker's own end or failure in its participant attributes.
-
-        One ListRooms call covers every room. Looking at the worker costs a call per room, so a
-        sweep looks at no more than `realtime_reconcile_rooms_per_sweep` of them, those looked
-        at least recently first: with hundreds of live sessions each is still seen every few
-        sweeps, and the sweep no longer holds up the requests served beside it.
-        """
-        rows = await self.store.active_rooms()
-        if not rows:
-            self._looked_at.clear()
-            return []
-        existing = await self.livekit.existing_rooms([room for _, room in rows])
-        done = []
-        for session_id, room in rows:
-            if room not in existing and await self._room_gone(session_id):
-                done.append(session_id)
-        for session_id, room in self._rooms_to_look_at(rows, existing):
-            if await self._reconcile_worker(session_id, room):
-                done.append(session_id)
-        return done
-
-    def _rooms_to_look_at(
-        self, rows: list[tuple[str, str]], existing: set[str]
-    ) -> list[tuple[str, str]]:
-        live = [(sid, room) for sid, room in rows if room in existing]
-        self._sweeps += 1
-        kept = {room for _, room in live}
-        self._looked_at = {room: n for room, n in self._looked_at.items() if room in kept}
-        live.sort(key=lambda row: self._looked_at.get(row[1], 0))
-        chosen = live[: self.settings.realtime_reconcile_rooms_per_sweep]
-        for _, room in chosen:
-            self._looked_at[room] = self._sweeps
-        return chosen
-
-    async def _room_gone(self, session_id: str) -> bool:
-        return await self.end(session_id, reason="room_finished") is not None
-
-    async def _reconcile_worker(self, session_id: str, room: str) -> bool:
-        agent = await self.livekit.agent_in(room)
-        if agent is None:
-            return await self.end(session_id, reason="agent_lost") is not None
-        if agent.state == "failed":
-            return await self._agent_failed(session_id, agent)
-        if agent.state == "ended":
-            reason = (agent.attributes.get(END_REASON_ATTR) or "agent_ended")[:32]
-            return await self.end(session_id, reason=reason, at=_billable_until(agent)) is not None
-        return False
-
-    async def _agent_failed(self, session_id: str, agent: AgentPresence) -> bool:
-        """The worker could not start the session: failed, nothing billed, room deleted."""
-        code = (agent.attributes.get(ERROR_ATTR) or "agent_failed")[:32]
-        if not await self.store.fail(session_id, now=self.clock(), code=code):
-            return False
-        logger.warning("realtime session failed", extra={"session_id": session_id, "code": code})
-        await self.cleanup(session_id)
-        return True
+        """The reaper's check of live sessions against LiveKit (realtime_reconcile.py)."""
+        return await self._reconciler.reconcile()
 
     # --- capacity -----------------------------------------------------------------------------
     async def busy(self) -> bool:

@@ -13,8 +13,6 @@ transaction, so the row is the single source of truth shared by every API proces
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -23,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from session_api.db.models import RealtimeSession
 from session_api.db.session import Database
-from session_api.errors import NotFound
 from session_api.pricing import estimated_cost, round_duration
 
 LIVE = ("starting", "active")
@@ -67,19 +64,19 @@ class SessionStore:
             tx.add(row)
         return True
 
-    async def activate(self, session_id: str, *, started_at: datetime, max_duration_s: int) -> bool:
-        """starting -> active (one UPDATE; False if the reaper failed it meanwhile)."""
+    async def activate(self, session_id: str, *, started_at: datetime) -> bool:
+        """starting -> active from `started_at`, the worker's join (the create that waited for
+        it, or LiveKit's participant_joined webhook, whichever comes first: both name the same
+        join). True if the session is active now; False if it failed or ended meanwhile."""
         async with self.db.write() as tx:
-            result = await tx.execute(
-                update(RealtimeSession)
-                .where(RealtimeSession.id == session_id, RealtimeSession.status == "starting")
-                .values(
-                    status="active",
-                    started_at=started_at,
-                    expires_at=started_at + timedelta(seconds=max_duration_s),
-                )
-            )
-        return getattr(result, "rowcount", 0) == 1
+            row = await _locked(tx, session_id)
+            if row is None:
+                return False
+            if row.status == "starting":
+                row.status = "active"
+                row.started_at = started_at
+                row.expires_at = started_at + timedelta(seconds=row.max_duration_s)
+            return row.status == "active"
 
     async def fail(self, session_id: str, *, now: datetime, code: str = "create_failed") -> bool:
         """A session that never went live (a create that did not finish, a worker that never
@@ -114,9 +111,17 @@ class SessionStore:
         return row
 
     async def end_once(
-        self, session_id: str, *, at: datetime, reason: str, now: datetime
+        self,
+        session_id: str,
+        *,
+        at: datetime,
+        reason: str,
+        now: datetime,
+        cleanup_at: datetime | None = None,
     ) -> EndedSession | None:
-        """End an active session at `at` (clamped to [started, expires]); None if not active."""
+        """End an active session at `at` (clamped to [started, expires]); None if not active.
+        Its cleanup is due at `cleanup_at` (by default a retry's delay later: the caller
+        cleans up at once)."""
         async with self.db.write() as tx:
             row = await _locked(tx, session_id)
             if row is None or row.status != "active" or row.started_at is None:
@@ -126,7 +131,7 @@ class SessionStore:
             row.ended_at = ended_at
             row.duration_s = round_duration((ended_at - row.started_at).total_seconds())
             row.end_reason = reason
-            row.room_cleanup_due_at = now + CLEANUP_RETRY
+            row.room_cleanup_due_at = cleanup_at or now + CLEANUP_RETRY
             return EndedSession(
                 session_id=row.id,
                 room=row.room,
@@ -136,14 +141,17 @@ class SessionStore:
                 cents_per_hour=row.price_cents_per_hour,
             )
 
-    @asynccontextmanager
-    async def locked_active(self, session_id: str, key_id: int) -> AsyncIterator[RealtimeSession]:
-        """The caller's active session, row-locked for one transaction; NotFound otherwise."""
+    async def swap_face(self, session_id: str, *, seen_version: int, key: str) -> bool:
+        """Compare-and-swap: the face version `seen_version` -> the next, with `key` added to
+        the session's face objects; False if the session moved on (another swap, or its end).
+        One short write, never held across a LiveKit call."""
         async with self.db.write() as tx:
             row = await _locked(tx, session_id)
-            if row is None or row.key_id != key_id or row.status != "active":
-                raise NotFound("Session not found or already ended.")
-            yield row
+            if row is None or row.status != "active" or row.face_version != seen_version:
+                return False
+            row.face_version = seen_version + 1
+            row.face_keys = json.dumps([*face_keys_of(row), key])
+        return True
 
     async def expired(self, now: datetime, *, limit: int = 100) -> list[str]:
         async with self.db.session() as tx:

@@ -49,6 +49,7 @@ def livekit_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveKit
         yield server
     finally:
         stop(proc)
+        server.webhooks.close()
 
 
 @pytest.fixture

@@ -10,10 +10,13 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
+import threading
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,6 +49,60 @@ def server_binary() -> str:
     return built.stdout.strip()
 
 
+@dataclass
+class WebhookRelay:
+    """Where the server's webhooks go: this relay, on loopback, passes each one on, body and
+    signature untouched, to every `atlas serve` registered with it. The server's webhook URL is
+    fixed when it starts, and the stacks that share it come and go; each API ignores the rooms
+    that are not its own."""
+
+    targets: set[str] = field(default_factory=set)
+    _server: ThreadingHTTPServer | None = None
+
+    def start(self) -> WebhookRelay:
+        relay = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                headers = {
+                    "Authorization": self.headers.get("Authorization", ""),
+                    "Content-Type": self.headers.get("Content-Type", "application/webhook+json"),
+                }
+                for target in sorted(relay.targets):
+                    relay.forward(target, body, headers)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    @staticmethod
+    def forward(target: str, body: bytes, headers: dict[str, str]) -> None:
+        request = urllib.request.Request(target, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=30):
+                pass
+        except OSError:
+            pass  # that API is gone or busy: its reaper is the backstop, as in production
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}/"
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
 @dataclass(frozen=True, kw_only=True)
 class LiveKitServer:
     """Connection facts of one running server, in LiveKit's standard variable names."""
@@ -55,6 +112,7 @@ class LiveKitServer:
     api_key: str
     api_secret: str
     log_path: Path
+    webhooks: WebhookRelay  # add an API's /v1/livekit/webhook to its targets
 
     def env(self) -> dict[str, str]:
         return {
@@ -67,10 +125,14 @@ class LiveKitServer:
         return self.log_path.read_text(errors="replace")
 
 
-def _config_body(port: int, tcp_port: int, udp_port: int) -> str:
+def _config_body(port: int, tcp_port: int, udp_port: int, *, key: str, webhook_url: str) -> str:
     return "\n".join(
         [
             f"port: {port}",
+            "webhook:",
+            f"  api_key: {key}",
+            "  urls:",
+            f"    - {webhook_url}",
             "rtc:",
             f"  tcp_port: {tcp_port}",
             f"  udp_port: {udp_port}",
@@ -102,6 +164,8 @@ def start_livekit_server(workdir: Path) -> tuple[LiveKitServer, subprocess.Popen
     port, tcp_port, udp_port = free_port(), free_port(), free_port()
     key, secret = f"test_{secrets.token_hex(4)}", secrets.token_urlsafe(32)
     log_path = workdir / "livekit-server.log"
+    relay = WebhookRelay().start()
+    config = _config_body(port, tcp_port, udp_port, key=key, webhook_url=relay.url)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [
@@ -114,7 +178,7 @@ def start_livekit_server(workdir: Path) -> tuple[LiveKitServer, subprocess.Popen
                 "--keys",
                 f"{key}: {secret}",
                 "--config-body",
-                _config_body(port, tcp_port, udp_port),
+                config,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -124,6 +188,7 @@ def start_livekit_server(workdir: Path) -> tuple[LiveKitServer, subprocess.Popen
         _wait_ready(proc, http_url, log_path)
     except BaseException:
         stop(proc)
+        relay.close()
         raise
     server = LiveKitServer(
         url=f"ws://127.0.0.1:{port}",
@@ -131,6 +196,7 @@ def start_livekit_server(workdir: Path) -> tuple[LiveKitServer, subprocess.Popen
         api_key=key,
         api_secret=secret,
         log_path=log_path,
+        webhooks=relay,
     )
     return server, proc
 

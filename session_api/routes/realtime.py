@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -29,9 +28,10 @@ from session_api.errors import (
 )
 from session_api.faces import FaceFile, check_face_url
 from session_api.json_limits import loads_limited
-from session_api.livekit import WebhookRejected
+from session_api.livekit import LiveKitError, WebhookRejected
 from session_api.pricing import Mode, estimated_cost, pricing_text
-from session_api.realtime import MODES, NewSession, RealtimeService, session_id_of_room
+from session_api.realtime import MODES, NewSession, RealtimeService
+from session_api.realtime_events import apply_webhook
 from session_api.schemas import (
     RealtimeFaceUpdated,
     RealtimeSessionCreated,
@@ -310,7 +310,7 @@ async def livekit_webhook(
     rt: RealtimeDep,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> dict[str, bool]:
-    """LiveKit's signed webhooks; room_finished ends the session at LiveKit's time."""
+    """LiveKit's signed webhooks: joins, ends and failures (session_api/realtime_events.py)."""
     raw = bytearray()
     async for chunk in request.stream():
         raw += chunk
@@ -320,9 +320,8 @@ async def livekit_webhook(
         event = rt.livekit.receive_webhook(raw.decode("utf-8", "replace"), authorization)
     except WebhookRejected as exc:
         raise Unauthorized("Invalid LiveKit webhook signature.") from exc
-    if event.event == "room_finished":
-        session_id = session_id_of_room(event.room.name)
-        if session_id is not None:
-            at = datetime.fromtimestamp(event.created_at, UTC) if event.created_at else None
-            await rt.end(session_id, reason="room_finished", at=at)
+    try:
+        await apply_webhook(rt, event)
+    except LiveKitError as exc:  # LiveKit retries a webhook that was not answered 2xx
+        raise TemporarilyUnavailable("LiveKit is temporarily unavailable.") from exc
     return {"received": True}

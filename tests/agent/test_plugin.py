@@ -27,7 +27,7 @@ from livekit.agents.voice.avatar import DataStreamAudioOutput, DataStreamAudioRe
 from livekit.agents.voice.io import PlaybackFinishedEvent
 
 from agent.config import AGENT_NAME
-from agent.metadata import parse_dispatch_metadata
+from agent.metadata import DispatchMetadata, parse_dispatch_metadata
 from agent.playback import PlaybackGuard
 from agent.runner import create_avatar_runner, create_protocol_runner
 from agent.video_generator import LipSyncVideoGenerator
@@ -344,6 +344,35 @@ async def test_avatar_session_refuses_bad_configuration(
         await avatar.start(AgentSession(), room)  # type: ignore[arg-type]
     assert fake_livekit.api_secret not in str(err.value)
     await avatar.aclose()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"face_url": "ftp://a/f.jpg"}, "face_url"),
+        ({"face_url": ""}, "face_url"),
+        ({"face_storage_key": " "}, "face_storage_key"),
+        ({"face_url": "https://a/f.jpg", "avatar_identity": ""}, "avatar_identity"),
+        ({"face_url": "https://a/f.jpg", "max_duration_seconds": 0}, "max_duration"),
+        ({"face_url": "https://a/f.jpg", "max_duration_seconds": 86401}, "max_duration"),
+        ({"face_url": "https://a/f.jpg", "max_duration_seconds": float("nan")}, "max_duration"),
+        ({"face_url": "https://a/f.jpg", "max_duration_seconds": "60"}, "max_duration"),
+        ({"face_url": "https://a/f.jpg", "empty_timeout_seconds": -1}, "empty_timeout"),
+        ({"face_url": "https://a/f.jpg", "empty_timeout_seconds": True}, "empty_timeout"),
+    ],
+)
+def test_avatar_session_refuses_what_the_worker_would_refuse_before_any_dispatch(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    """A misconfigured AvatarSession fails in the caller's process with a clear error, never as
+    a junk dispatch; what it accepts the worker's own contract accepts too."""
+    with pytest.raises(AtlasAvatarError, match=message):
+        AvatarSession(**kwargs)
+
+
+def test_the_plugins_limits_are_the_workers() -> None:
+    limit = DispatchMetadata.model_fields["max_duration_seconds"].metadata
+    assert any(getattr(m, "le", None) == plugin.MAX_DURATION_LIMIT_S for m in limit)
 
 
 def test_the_plugin_names_the_worker_it_dispatches() -> None:

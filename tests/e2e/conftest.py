@@ -10,7 +10,8 @@ import pytest
 from tests.e2e.stack import Stack, start_stack
 from tests.livekit_server import LiveKitServer
 
-# the client counts as gone after this long (short, so scenarios 6 and 7 run in seconds)
+# the client counts as gone after this long (short, so scenarios 6 and 7 run in seconds;
+# tests/e2e/test_rejoin_defaults.py runs the defaults)
 EMPTY_TIMEOUT_S = 10
 
 
@@ -22,6 +23,7 @@ def stack(
         tmp_path_factory.mktemp("stack"),
         livekit_server,
         ATLAS_AGENT_EMPTY_TIMEOUT_S=str(EMPTY_TIMEOUT_S),
+        ATLAS_REALTIME_EMPTY_TIMEOUT_S=str(EMPTY_TIMEOUT_S),  # the API sends it with each dispatch
     )
     try:
         yield started

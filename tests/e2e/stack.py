@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -107,7 +108,12 @@ class Stack:
         return samples
 
     def stop(self) -> None:
+        self.livekit.webhooks.targets.discard(self.webhook_url)
         self.procs.stop_all()
+
+    @property
+    def webhook_url(self) -> str:
+        return f"{self.base_url}/v1/livekit/webhook"
 
     async def session_summary(self, session_id: str) -> dict[str, Any]:
         """The worker's `session summary` log record of a session (logged as it ends)."""
@@ -121,6 +127,27 @@ class Stack:
             return None
 
         return await poll(logged, limit_s=60, what=f"the summary of {session_id}")
+
+    def worker_logged_at(self, message: str, session_id: str) -> float | None:
+        """Epoch time of the workers' last `message` record about the session, if any."""
+        seen = None
+        for proc in self.workers:
+            for line in self.log(proc).splitlines():
+                if f'"{message}"' not in line or session_id not in line:
+                    continue
+                record = json.loads(line)
+                if record.get("message") == message:
+                    stamp = datetime.fromisoformat(str(record["time"]))
+                    seen = max(seen or 0.0, stamp.timestamp())
+        return seen
+
+    async def worker_saw(self, message: str, session_id: str) -> float:
+        """Wait until a worker logs `message` about the session (hang guard); its time."""
+
+        async def logged() -> float | None:
+            return self.worker_logged_at(message, session_id)
+
+        return await poll(logged, limit_s=60, what=f"{message!r} of {session_id}")
 
     # -- HTTP --------------------------------------------------------------------------------
     @property
@@ -269,9 +296,11 @@ def start_stack(
             procs=procs,
             api_proc=api_proc,
         )
+        livekit.webhooks.targets.add(stack.webhook_url)  # LiveKit's events reach this API
         for _ in range(workers):
             stack.start_worker()
     except BaseException:
+        livekit.webhooks.targets.discard(f"{base_url}/v1/livekit/webhook")
         procs.stop_all()
         raise
     return stack

@@ -42,6 +42,7 @@ async def test_rejoin_within_the_empty_timeout_then_leave_for_good(stack: Stack)
     finally:
         left_at = time.time()
         await second.leave()
+        left_by = time.time()
 
     got = await stack.wait_status(
         session["session_id"], {"ended"}, limit_s=EMPTY_TIMEOUT_S + END_LIMIT_S
@@ -49,7 +50,11 @@ async def test_rejoin_within_the_empty_timeout_then_leave_for_good(stack: Stack)
     ended = datetime.fromisoformat(got["ended_at"].replace("Z", "+00:00")).timestamp()
     started = datetime.fromisoformat(got["started_at"].replace("Z", "+00:00")).timestamp()
     assert time.time() >= left_at + EMPTY_TIMEOUT_S - BILL_SLACK_S  # it waited out the timeout
-    # billed up to the leave, not through the empty wait
-    assert abs(ended - left_at) <= BILL_SLACK_S, f"billed until {ended - left_at:+.1f} s"
-    assert got["duration_seconds"] <= left_at - started + BILL_SLACK_S
+    # The bill stops where the worker saw the client go (a loaded machine may see it seconds
+    # after the leave), never at the end of the empty wait; ended_at is to the second.
+    seen = stack.worker_logged_at("client left", session["session_id"])
+    assert seen is not None and seen >= left_at - 1
+    assert seen - 1 - BILL_SLACK_S <= ended <= seen + BILL_SLACK_S, f"billed to {ended - seen:+.1f}"
+    assert ended < left_by + EMPTY_TIMEOUT_S / 2, f"billed until {ended - left_at:+.1f} s"
+    assert got["duration_seconds"] <= seen - started + BILL_SLACK_S
     assert not await stack.room_exists(session["room"])

@@ -35,6 +35,18 @@ class Call:
     claims: api.Claims
 
 
+@dataclass
+class Gate:
+    """Holds the next call of a method: `reached` is set when it arrives, and it proceeds
+    once `release` is set (a hang guard lets it go after HOLD_LIMIT_S)."""
+
+    reached: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+
+HOLD_LIMIT_S = 60.0
+
+
 class TwirpFailure(Exception):
     def __init__(self, status: int, code: str, msg: str) -> None:
         super().__init__(msg)
@@ -49,11 +61,20 @@ class FakeLiveKit:
     rooms: dict[str, api.Room] = field(default_factory=dict)
     # method -> (status, twirp code) to answer on the next calls of that method (one per entry)
     failures: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
-    # room -> its agent participant: a dispatch "joins" the worker at once, unless
-    # `agents_join` is False (no worker free); tests edit attributes as the worker would
+    # room -> its agent participant; tests edit attributes as the worker would. Like the real
+    # server, a dispatch only records a job request: a worker takes the job and joins later.
+    # By default that happens on a timer `join_after_s` after CreateDispatch; with
+    # `joins_by_hand` the test does it (take_job, join_agent); with `agents_join` False no
+    # worker ever comes (none is free).
     agents: dict[str, api.ParticipantInfo] = field(default_factory=dict)
     agents_join: bool = True
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    joins_by_hand: bool = False
+    join_after_s: float = 0.02
+    # room -> dispatch id -> the dispatch (its state.jobs names the job a worker took)
+    dispatches: dict[str, dict[str, api.AgentDispatch]] = field(default_factory=dict)
+    clock: Callable[[], float] = time.time  # epoch seconds of joined_at (tests: a FakeClock)
+    gates: dict[str, Gate] = field(default_factory=dict)  # method -> its next call's gate
+    _lock: threading.Lock = field(default_factory=threading.RLock)
 
     def __post_init__(self) -> None:
         self._verifier = api.TokenVerifier(self.api_key, self.api_secret)
@@ -72,6 +93,15 @@ class FakeLiveKit:
             ("AgentDispatchService", "CreateDispatch"): (
                 api.CreateAgentDispatchRequest,
                 self._create_dispatch,
+            ),
+            # livekit-api's get_dispatch is ListDispatch with a dispatch id
+            ("AgentDispatchService", "ListDispatch"): (
+                api.ListAgentDispatchRequest,
+                self._list_dispatch,
+            ),
+            ("AgentDispatchService", "DeleteDispatch"): (
+                api.DeleteAgentDispatchRequest,
+                self._delete_dispatch,
             ),
         }
         self._server: ThreadingHTTPServer | None = None
@@ -120,9 +150,41 @@ class FakeLiveKit:
         with self._lock:
             return [c for c in self.calls if c.method == method]
 
+    def hold_next(self, method: str) -> Gate:
+        with self._lock:
+            gate = self.gates[method] = Gate()
+        return gate
+
     def fail_next(self, method: str, *, status: int = 503, code: str = "unavailable") -> None:
         with self._lock:
             self.failures.setdefault(method, []).append((status, code))
+
+    def take_job(self, room: str) -> None:
+        """A worker accepts the room's newest dispatch (LiveKit records the job on it)."""
+        with self._lock:
+            dispatch = list(self.dispatches.get(room, {}).values())[-1]
+            dispatch.state.jobs.append(api.Job(id=f"AJ_{len(dispatch.state.jobs)}_{dispatch.id}"))
+
+    def join_agent(self, room: str, *, at: float | None = None) -> api.ParticipantInfo:
+        """The worker's participant joins `room` at `at` (epoch seconds; now by default)."""
+        joined = self.clock() if at is None else at
+        with self._lock:
+            agent = api.ParticipantInfo(
+                sid=f"PA_{len(self.calls)}",
+                identity=f"agent-AJ_{len(self.calls)}",
+                kind=api.ParticipantInfo.Kind.AGENT,
+                joined_at=int(joined),
+                joined_at_ms=int(joined * 1000),
+            )
+            self.agents[room] = agent
+            return agent
+
+    def _join_later(self, room: str) -> None:
+        with self._lock:
+            if room not in self.rooms or room in self.agents:
+                return
+            self.take_job(room)
+            self.join_agent(room)
 
     def signed_webhook(self, event: api.WebhookEvent) -> tuple[str, str]:
         """(body, Authorization value) as the LiveKit server sends a webhook."""
@@ -154,6 +216,11 @@ class FakeLiveKit:
         request_class, run = handler
         request = request_class.FromString(body)
         self._authorize(method, claims, request)
+        with self._lock:
+            gate = self.gates.pop(method, None)
+        if gate is not None:
+            gate.reached.set()
+            gate.release.wait(HOLD_LIMIT_S)
         with self._lock:
             self.calls.append(Call(service, method, request, claims))
             queued = self.failures.get(method)
@@ -211,6 +278,7 @@ class FakeLiveKit:
 
     def _delete_room(self, req: api.DeleteRoomRequest) -> api.DeleteRoomResponse:
         self.agents.pop(req.room, None)
+        self.dispatches.pop(req.room, None)
         if self.rooms.pop(req.room, None) is None:
             raise TwirpFailure(404, "not_found", "requested room does not exist")
         return api.DeleteRoomResponse()
@@ -223,15 +291,27 @@ class FakeLiveKit:
         return room
 
     def _create_dispatch(self, req: api.CreateAgentDispatchRequest) -> api.AgentDispatch:
-        if self.agents_join and req.room in self.rooms:
-            self.agents[req.room] = api.ParticipantInfo(
-                identity=f"agent-{len(self.calls)}",
-                kind=api.ParticipantInfo.Kind.AGENT,
-                joined_at=int(time.time()),
-            )
-        return api.AgentDispatch(
+        dispatch = api.AgentDispatch(
             id="AD_" + hashlib.sha1(f"{req.room}{len(self.calls)}".encode()).hexdigest()[:12],
             agent_name=req.agent_name,
             room=req.room,
             metadata=req.metadata,
+            state=api.AgentDispatchState(created_at=int(self.clock() * 1e9)),
         )
+        self.dispatches.setdefault(req.room, {})[dispatch.id] = dispatch
+        if self.agents_join and not self.joins_by_hand and req.room in self.rooms:
+            timer = threading.Timer(self.join_after_s, self._join_later, args=(req.room,))
+            timer.daemon = True
+            timer.start()
+        return dispatch
+
+    def _list_dispatch(self, req: api.ListAgentDispatchRequest) -> api.ListAgentDispatchResponse:
+        found = self.dispatches.get(req.room, {})
+        listed = [d for d in found.values() if not req.dispatch_id or d.id == req.dispatch_id]
+        return api.ListAgentDispatchResponse(agent_dispatches=listed)
+
+    def _delete_dispatch(self, req: api.DeleteAgentDispatchRequest) -> api.AgentDispatch:
+        dispatch = self.dispatches.get(req.room, {}).pop(req.dispatch_id, None)
+        if dispatch is None:
+            raise TwirpFailure(404, "not_found", "dispatch not found")
+        return dispatch

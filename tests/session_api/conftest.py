@@ -109,11 +109,12 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def livekit() -> Iterator[Any]:
-    """A fake LiveKit server API on loopback (tests/fakes/livekit_server.py)."""
+def livekit(clock: FakeClock) -> Iterator[Any]:
+    """A fake LiveKit server API on loopback (tests/fakes/livekit_server.py), on the test's
+    clock: the worker's join time, which starts the bill, is the clock's."""
     from tests.fakes.livekit_server import FakeLiveKit
 
-    fake = FakeLiveKit().start()
+    fake = FakeLiveKit(clock=clock.time).start()
     try:
         yield fake
     finally:

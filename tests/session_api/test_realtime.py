@@ -6,6 +6,7 @@ client token and webhooks are checked with livekit-api's own TokenVerifier / Acc
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Callable
@@ -16,7 +17,10 @@ import jwt
 import pytest
 from livekit import api
 
+from agent.metadata import parse_dispatch_metadata
+from agent.ownership import owns_room
 from session_api.config import Settings
+from session_api.livekit import room_mark
 from session_api.pricing import estimated_cost, pricing_text
 from tests.fake_clock import FakeClock
 from tests.fakes.livekit_server import FakeLiveKit
@@ -98,8 +102,10 @@ async def test_room_and_dispatch_carry_what_the_worker_needs(
 
     [create_room] = livekit.calls_of("CreateRoom")
     assert create_room.request.name == room
-    assert create_room.request.empty_timeout == 120
-    assert create_room.request.departure_timeout == 20
+    # LiveKit closes an empty room only after the worker's own end (30 s + a 30 s margin): the
+    # client may rejoin for 30 s, and the worker bills the session
+    assert create_room.request.empty_timeout == 60
+    assert create_room.request.departure_timeout == 60
     [dispatch] = livekit.calls_of("CreateDispatch")
     assert dispatch.request.agent_name == "atlas-avatar" and dispatch.request.room == room
     metadata = json.loads(dispatch.request.metadata)
@@ -109,8 +115,13 @@ async def test_room_and_dispatch_carry_what_the_worker_needs(
         "mode": "conversation",
         "face": {"storage_key": face_key, "version": 1},
         "max_duration_seconds": 600,
-        "options": {"voice_id": "v1", "instructions": "Be kind"},
+        "options": {"voice_id": "v1", "instructions": "Be kind", "empty_timeout_seconds": 30},
+        "room_mark": room_mark(room, livekit.api_secret),
     }
+    assert parse_dispatch_metadata(dispatch.request.metadata).options.empty_timeout_seconds == 30
+    assert owns_room(room, dispatch.request.metadata, livekit.api_secret)  # the worker agrees
+    assert not owns_room(room, dispatch.request.metadata, "another-secret")
+    assert not owns_room("customer-room", dispatch.request.metadata, livekit.api_secret)
     assert json.loads(create_room.request.metadata) == {"face": metadata["face"]}
     # The face is stored where the worker's file face source resolves storage keys.
     stored = api_rt.services.settings.data_dir / "storage" / face_key
@@ -417,3 +428,34 @@ async def test_room_finished_webhook_ends_the_session_at_livekits_time(
     assert status["ended_at"] == finished_at.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert livekit.calls_of("DeleteRoom") == []  # LiveKit already closed it
     assert_error(await api_rt.client.delete(url, headers=auth(key.key)), 409, "already_ended")
+
+
+async def test_a_face_swap_holds_no_database_lock_while_it_calls_livekit(
+    api_rt: Api, livekit: FakeLiveKit, face_bytes: bytes
+) -> None:
+    """While LiveKit takes its time over the room metadata, other writes go through; a swap
+    that loses the race to another is written again after it (compare-and-swap)."""
+    key = await api_rt.new_key()
+    body = await create(api_rt, key.key, face_bytes)
+    sid, room = body["session_id"], body["room"]
+    url = f"/v1/realtime/session/{sid}"
+    files = {"face": ("f.jpg", face_bytes, "image/jpeg")}
+    gate = livekit.hold_next("UpdateRoomMetadata")
+    slow = asyncio.create_task(api_rt.client.patch(url, headers=auth(key.key), files=files))
+    assert await asyncio.to_thread(gate.reached.wait, 30)
+    try:
+        # SQLite: a write lock held across the call would make these wait (and then fail)
+        other = await create(api_rt, key.key, face_bytes)
+        fast = await api_rt.client.patch(url, headers=auth(key.key), files=files)
+        assert fast.status_code == 200, fast.text
+    finally:
+        gate.release.set()
+    assert (await slow).status_code == 200
+    store = api_rt.services.realtime.store  # type: ignore[union-attr]
+    row = await store.get(sid, key_id=key.id)
+    assert row is not None and row.face_version == 3
+    face = json.loads(livekit.rooms[room].metadata)["face"]
+    assert face["version"] == 3  # the room shows the face the database records last
+    keys = json.loads(row.face_keys)
+    assert len(keys) == 3 and face["storage_key"] == keys[-1]
+    assert other["session_id"] != sid
