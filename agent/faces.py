@@ -46,6 +46,7 @@ class HttpFaceSource:
         self._allow_http = allow_http
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(timeout=timeout_s, follow_redirects=True)
+        self._deadline_s = timeout_s  # for the whole fetch: httpx's timeout bounds each read
 
     async def fetch(self, ref: FaceRef) -> bytes:
         if ref.url is None:
@@ -54,7 +55,10 @@ class HttpFaceSource:
         if scheme != "https" and not (self._allow_http and scheme == "http"):
             raise FaceFetchError("face url must be https")
         try:
-            async with self._client.stream("GET", ref.url) as response:
+            async with (
+                asyncio.timeout(self._deadline_s),
+                self._client.stream("GET", ref.url) as response,
+            ):
                 if response.status_code != 200:
                     raise FaceFetchError(f"face url answered HTTP {response.status_code}")
                 declared = response.headers.get("content-length")
@@ -69,6 +73,8 @@ class HttpFaceSource:
                     chunks.append(chunk)
         except httpx.HTTPError as exc:
             raise FaceFetchError(f"face url could not be fetched ({type(exc).__name__})") from exc
+        except TimeoutError as exc:  # a server that drips its bytes
+            raise FaceFetchError("face url took longer than the fetch deadline") from exc
         if size == 0:
             raise FaceFetchError("face image is empty")
         return b"".join(chunks)

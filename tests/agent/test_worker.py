@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiohttp import web
 from livekit.agents import JobExecutorType
@@ -155,3 +158,20 @@ def test_atlas_agent_command_delegates_to_livekit_agents() -> None:
     start = atlas("agent", "start", "--help")
     assert start.returncode == 0 and "--url" in start.stdout
     assert atlas("agent", "bogus").returncode == 2
+
+
+async def test_a_dripping_face_url_fails_within_the_fetch_deadline(tmp_path: Path) -> None:
+    """The worker's face fetch has one deadline for the whole answer, not per read."""
+    from tests.session_api.drip_server import DripServer
+
+    drip = DripServer(tmp_path, hang_up_after=60)
+    client = httpx.AsyncClient(verify=ssl.create_default_context(cafile=drip.ca_file), timeout=2.0)
+    source = HttpFaceSource(max_bytes=1_000_000, timeout_s=2.0, client=client)
+    started = time.monotonic()
+    try:
+        with pytest.raises(FaceFetchError, match="deadline"):
+            await source.fetch(FaceRef(url=f"{drip.base}/face.jpg"))
+    finally:
+        await client.aclose()
+        drip.close()
+    assert time.monotonic() - started < 2.0 + 1
