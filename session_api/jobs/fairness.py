@@ -31,15 +31,7 @@ async def next_key(session: AsyncSession, now: datetime, *, per_key_cap: int | N
     )
     if not waiting:
         return None
-    running: dict[int, int] = dict(
-        (
-            await session.execute(
-                select(Job.key_id, func.count())
-                .where(Job.status == "processing")
-                .group_by(Job.key_id)
-            )
-        ).all()
-    )
+    running = await _running_per_key(session)
     cap = per_key_cap
     eligible = [k for k in waiting if cap is None or running.get(k, 0) < cap]
     if not eligible:
@@ -83,15 +75,7 @@ async def position_in_order(session: AsyncSession, now: datetime, job_id: str) -
         pending.setdefault(key_id, []).append((created_at, pending_id))
     if not any(pending_id == job_id for jobs in pending.values() for _, pending_id in jobs):
         return 0
-    running: dict[int, int] = dict(
-        (
-            await session.execute(
-                select(Job.key_id, func.count())
-                .where(Job.status == "processing")
-                .group_by(Job.key_id)
-            )
-        ).all()
-    )
+    running = await _running_per_key(session)
     served: dict[int, datetime | None] = dict(
         (
             await session.execute(
@@ -117,3 +101,11 @@ async def position_in_order(session: AsyncSession, now: datetime, job_id: str) -
         if heads[key_id] == len(pending[key_id]):
             del heads[key_id]
     return 0
+
+
+async def _running_per_key(session: AsyncSession) -> dict[int, int]:
+    """How many jobs each key has processing now."""
+    rows = await session.execute(
+        select(Job.key_id, func.count()).where(Job.status == "processing").group_by(Job.key_id)
+    )
+    return dict(rows.tuples().all())
