@@ -78,6 +78,15 @@ def _secret(value: SecretStr | None) -> str | None:
     return value.get_secret_value() if value is not None else None
 
 
+def register_provider_plugins() -> None:
+    """Import the provider plugins on the main thread: livekit-agents refuses to register a
+    plugin from any other, and with the thread job executor sessions start on job threads."""
+    import importlib
+
+    for name in ("openai", "deepgram", "elevenlabs", "silero"):
+        importlib.import_module(f"livekit.plugins.{name}")
+
+
 def _openai() -> Any:
     from livekit.plugins import openai
 

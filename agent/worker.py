@@ -32,6 +32,7 @@ from agent.conversation import (
     MissingProviderKeysError,
     default_providers,
     instructions_for,
+    register_provider_plugins,
 )
 from agent.faces import (
     FaceFetchError,
@@ -82,6 +83,8 @@ def build_face_source(settings: AgentSettings) -> FaceSource:
 def create_server(settings: AgentSettings | None = None) -> AgentServer:
     settings = settings or get_settings()
     threads = settings.agent_job_executor == "thread"
+    if threads:  # sessions start on job threads, where plugins cannot register
+        register_provider_plugins()
     admission = Admission(
         max_streams=settings.agent_max_streams,
         threshold=settings.agent_load_threshold,

@@ -175,3 +175,26 @@ async def test_a_dripping_face_url_fails_within_the_fetch_deadline(tmp_path: Pat
         await client.aclose()
         drip.close()
     assert time.monotonic() - started < 2.0 + 1
+
+
+def test_conversation_plugins_load_on_a_job_thread() -> None:
+    """livekit-agents registers plugins on the main thread only; sessions start on job
+    threads, so the worker imports them first (a fresh interpreter: nothing imported yet)."""
+    script = (
+        "import threading\n"
+        "from agent.config import AgentSettings\n"
+        "from agent.worker import create_server\n"
+        "create_server(AgentSettings())\n"
+        "errors = []\n"
+        "def job():\n"
+        "    try:\n"
+        "        from livekit.plugins import deepgram, elevenlabs, openai, silero\n"
+        "    except Exception as exc:\n"
+        "        errors.append(repr(exc))\n"
+        "t = threading.Thread(target=job); t.start(); t.join()\n"
+        "assert not errors, errors\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
