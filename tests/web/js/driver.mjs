@@ -56,12 +56,24 @@ const ops = {
   async setFiles({ selector, path }) {
     await page.setInputFiles(selector, path);
   },
+  // Polls with page.evaluate, which runs through the DevTools protocol: waitForFunction with a
+  // string builds a Function in the page, which the page's CSP (no 'unsafe-eval') refuses.
   async waitFor({ js, arg, timeoutMs }) {
-    const handle = await page.waitForFunction(`(${js})(${JSON.stringify(arg ?? null)})`, null, {
-      timeout: timeoutMs ?? 60000,
-      polling: 200,
-    });
-    return await handle.jsonValue();
+    const expression = `(${js})(${JSON.stringify(arg ?? null)})`;
+    const timeout = timeoutMs ?? 60000;
+    const deadline = Date.now() + timeout;
+    for (;;) {
+      let value = null;
+      try {
+        value = await page.evaluate(expression);
+      } catch (error) {
+        // a navigation replaced the page's context mid-call: look again
+        if (!String(error).includes("context was destroyed")) throw error;
+      }
+      if (value) return value;
+      if (Date.now() > deadline) throw new Error(`page.waitForFunction: Timeout ${timeout}ms exceeded.`);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
   },
   async viewport({ width, height }) {
     size = { width, height };
