@@ -10,14 +10,15 @@ ParticipantAudioReceiver follows one participant (the client) and speaks exactly
 audio tracks, chosen by this rule (agent/README.md, "Which track the avatar speaks"):
 
 1. the most recently published audio track whose source is not the microphone (the TTS track
-   that a client publishes to make the avatar talk, as the spec's `publishAudio` does);
-2. the microphone, only while the client has never published such a track in this session.
-   A client that publishes its TTS keeps its mic for its own agent: the avatar never echoes
-   it, not even between two TTS tracks.
+   that a client publishes to make the avatar talk, as the spec's `publishAudio` does; a
+   screen share's audio counts too), while one is published;
+2. otherwise the microphone.
 
-Other participants' tracks are never spoken. The choice is made again whenever one of the
-client's audio tracks is subscribed or unsubscribed, and through the client leaving and coming
-back; switching tracks ends the open segment.
+The rule is stateless: it looks only at the tracks published now, so what was published
+before (a screen share that ended, the page before a reload) changes nothing. Other
+participants' tracks are never spoken. The choice is made again whenever one of the client's
+audio tracks is subscribed or unsubscribed, and through the client leaving and coming back;
+switching tracks ends the open segment.
 """
 
 from __future__ import annotations
@@ -142,7 +143,6 @@ class ParticipantAudioReceiver(AudioReceiver):
         # the client's subscribed audio tracks: sid -> (order of arrival, is_mic, track)
         self._tracks: dict[str, tuple[int, bool, rtc.Track]] = {}
         self._arrivals = 0
-        self._published_tts = False
         self._started = False
         self.segments = 0
 
@@ -207,7 +207,6 @@ class ParticipantAudioReceiver(AudioReceiver):
         is_mic = getattr(publication, "source", None) == rtc.TrackSource.SOURCE_MICROPHONE
         self._arrivals += 1
         self._tracks[publication.sid] = (self._arrivals, is_mic, track)
-        self._published_tts = self._published_tts or not is_mic
         logger.info(
             "client audio track subscribed",
             extra={"track_sid": publication.sid, "microphone": is_mic},
@@ -217,7 +216,7 @@ class ParticipantAudioReceiver(AudioReceiver):
         """Follow the track the rule picks (module docstring); none: stop reading."""
         tts = [(order, sid) for sid, (order, is_mic, _) in self._tracks.items() if not is_mic]
         mics = [(order, sid) for sid, (order, is_mic, _) in self._tracks.items() if is_mic]
-        candidates = tts or ([] if self._published_tts else mics)
+        candidates = tts or mics
         chosen = max(candidates)[1] if candidates else None
         if chosen == self._reader_track_sid:
             return

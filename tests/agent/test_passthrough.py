@@ -114,9 +114,9 @@ async def test_follows_the_client_through_unpublish_and_reconnect() -> None:
     await mic2.aclose()
 
 
-async def test_speaks_the_published_tts_track_never_the_microphone_once_there_is_one() -> None:
-    """agent/README.md: the newest non-microphone track wins; the microphone is spoken only
-    while the client has never published another audio track."""
+async def test_speaks_the_newest_non_microphone_track_while_there_is_one_else_the_mic() -> None:
+    """agent/README.md: the newest non-microphone track wins while one is published; otherwise
+    the microphone is spoken. The rule is stateless: the same after a reload."""
     room = FakeRoom()
     client = FakeRemoteParticipant(identity=CLIENT)
     room.add_remote(client)
@@ -145,9 +145,11 @@ async def test_speaks_the_published_tts_track_never_the_microphone_once_there_is
     await tts.play(np.concatenate([quiet, short, quiet]))
     assert 0.6 <= await asyncio.wait_for(next_segment(it), 10) <= 1.05
 
-    # 3. the TTS track goes: the microphone stays unspoken; the next TTS track is spoken
+    # 3. the TTS track goes (a screen share ended): the microphone is spoken again; the next
+    #    TTS track is spoken instead of it
     room.emit("track_unsubscribed", tts.track, tts.publication, client)
     await mic.play(np.concatenate([quiet, long, quiet]))
+    assert 1.5 <= await asyncio.wait_for(next_segment(it), 10) <= 1.95
     tts2 = LocalMic("tts-2")
     room.emit("track_subscribed", tts2.track, tts2.publication, client)
     await tts2.play(np.concatenate([quiet, short, quiet]))
@@ -161,8 +163,18 @@ async def test_speaks_the_published_tts_track_never_the_microphone_once_there_is
     await mic2.play(np.concatenate([quiet, long, quiet]))
     await tts2.play(np.concatenate([quiet, short, quiet]))
     assert 0.6 <= await asyncio.wait_for(next_segment(it), 10) <= 1.05
-    assert receiver.segments == 4
+
+    # 5. a page reload: the client leaves and comes back with its microphone only; nothing
+    #    from before the reload keeps the microphone silent
+    room.remove_remote(CLIENT)
+    client = FakeRemoteParticipant(identity=CLIENT)
+    room.add_remote(client)
+    mic3 = LocalMic("mic-after-reload", rtc.TrackSource.SOURCE_MICROPHONE)
+    room.emit("track_subscribed", mic3.track, mic3.publication, client)
+    await mic3.play(np.concatenate([quiet, long, quiet]))
+    assert 1.5 <= await asyncio.wait_for(next_segment(it), 10) <= 1.95
+    assert receiver.segments == 6
 
     await receiver.aclose()
-    for local in (mic, mic2, tts, tts2):
+    for local in (mic, mic2, mic3, tts, tts2):
         await local.aclose()

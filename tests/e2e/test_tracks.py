@@ -1,7 +1,8 @@
 """Scenario 2: a second audio track. The client keeps its microphone on (playing one voice)
 and publishes a TTS track (another voice), as the spec's `publishAudio` does. The avatar
-speaks the TTS track and never echoes the microphone, before, during or after the TTS track
-(agent/README.md, "Which track the avatar speaks")."""
+speaks the TTS track and never echoes the microphone while the TTS track is published; once
+it is unpublished, the microphone is spoken again (agent/README.md, "Which track the avatar
+speaks": the rule looks only at the tracks published now)."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def heard_between(viewer: media.Viewer, start: float, end: float) -> np.ndarray:
     return media.received_audio([(t, c) for t, c in viewer.audio if start <= t <= end])
 
 
-async def test_the_avatar_speaks_the_tts_track_and_never_echoes_the_microphone(
+async def test_the_avatar_speaks_the_tts_track_while_it_is_published_then_the_microphone(
     stack: Stack,
 ) -> None:
     speech, rate = media.load_speech()
@@ -72,7 +73,7 @@ async def test_the_avatar_speaks_the_tts_track_and_never_echoes_the_microphone(
         )
         await viewer.room.local_participant.unpublish_track(publication.sid)
         after_from = time.monotonic()
-        # back to the rule: the microphone is still not spoken (two whole plays of it)
+        # no TTS track now: the microphone is spoken again (two whole plays of it)
         await asyncio.wait_for(mic_loop.wait_plays(mic_loop.played + 2), 60)
         after_to = time.monotonic()
     finally:
@@ -83,8 +84,10 @@ async def test_the_avatar_speaks_the_tts_track_and_never_echoes_the_microphone(
         await viewer.leave()
         await stack.delete_session(session["session_id"])
 
-    # from 1 s in: the microphone's speech queued before the switch has played out by then
-    end = sent.start + len(sent.pcm) / media.RATE + MARGIN_S
+    # from 1 s in (the microphone's speech queued before the switch has played out by then)
+    # to the TTS track's end as sent: the microphone spoken after the unpublish reaches the
+    # viewer later than that, by the pipeline's latency
+    end = sent.start + len(sent.pcm) / media.RATE
     during = heard_between(viewer, sent.start + MARGIN_S, end)
     tts_peak = media.speech_found_in(tts, during, media.RATE)
     mic_peak = media.speech_found_in(user, during, media.RATE)
@@ -93,4 +96,6 @@ async def test_the_avatar_speaks_the_tts_track_and_never_echoes_the_microphone(
     assert tts_peak >= FOUND, "the avatar did not speak the TTS track"
     assert mic_peak < ABSENT, "the avatar echoed the microphone"
     assert after.size > media.RATE  # the avatar's audio kept flowing
-    assert media.level_db(after) < -50, "the avatar echoed the microphone after the TTS track"
+    mic_after = media.speech_found_in(user, after, media.RATE)
+    print(f"after the TTS track: mic peak {mic_after:.2f}")
+    assert mic_after >= FOUND, "the microphone was not spoken once the TTS track was gone"
