@@ -35,6 +35,8 @@ from renderer.errors import RendererInputError
 
 logger = logging.getLogger("agent")
 
+AGENT_NAME_ATTR = "lk.agent.name"  # livekit-agents sets it on every job's participant
+
 EndReason = Literal[
     "max_duration",
     "client_never_joined",
@@ -283,9 +285,14 @@ class LiveSession:
         assignment, a job handed to another worker), the one whose identity sorts first stays
         and the other leaves, without a word to the API and without touching the room. Both
         see each other, so both reach the same answer."""
+        me = self._room.local_participant
         if participant.kind != rtc.ParticipantKind.PARTICIPANT_KIND_AGENT:
             return False
-        if participant.identity >= self._room.local_participant.identity:
+        # only another job of our own worker type (livekit-agents' agent-name attribute), never
+        # some other agent a customer dispatched into the room
+        if participant.attributes.get(AGENT_NAME_ATTR) != me.attributes.get(AGENT_NAME_ATTR):
+            return False
+        if participant.identity >= me.identity:
             return False
         logger.info(
             "another avatar serves this session; leaving",

@@ -156,6 +156,14 @@ async def test_of_two_avatars_of_one_session_the_later_identity_leaves_quietly(
     h.room.add_remote(FakeRemoteParticipant(identity=mine + "z", kind=agent_kind))
     await h.clock.advance(1)
     assert not h.task.done()  # the other one sorts after us: it leaves, we stay
+    # another kind of agent (not ours) sorting first changes nothing
+    h.room.add_remote(
+        FakeRemoteParticipant(
+            identity="agent-A0", kind=agent_kind, attributes={"lk.agent.name": "someone-else"}
+        )
+    )
+    await h.clock.advance(1)
+    assert not h.task.done()
     h.room.add_remote(FakeRemoteParticipant(identity="agent-AA", kind=agent_kind))
     summary = await asyncio.wait_for(h.task, HANG_S)
     assert summary.reason == "superseded"
