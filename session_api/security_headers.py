@@ -21,7 +21,7 @@ DOCS_CSP = (
 DEMO_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data: blob:; media-src 'self' blob: mediastream:; "
-    "connect-src 'self' ws: wss: http: https:; worker-src 'self' blob:; object-src 'none'; "
+    "connect-src 'self' blob: ws: wss: http: https:; worker-src 'self' blob:; object-src 'none'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 _CSP_BY_PREFIX = (("/docs", DOCS_CSP), ("/demo", DEMO_CSP))
