@@ -375,12 +375,17 @@ def test_kiosk_comes_back_after_a_worker_crash_and_waits_out_no_capacity(
     # no capacity: a fresh kiosk shows the idle screen, then starts once capacity returns
     browser.call("closePage")
     stack.stop_api()
-    stack.start_api(ATLAS_REALTIME_CAPACITY="0")
+    stack.start_api(ATLAS_REALTIME_CAPACITY="0", ATLAS_REALTIME_RETRY_AFTER_S="2")
     browser.open(kiosk)
     browser.wait_for("() => document.querySelector('.kiosk')?.dataset.state === 'busy'")
     browser.wait_for("() => !!document.querySelector('[data-testid=retry-in]')")
     browser.screenshot(OUT / "10-kiosk-no-capacity.png")
+    # the server is down when the kiosk retries: that try fails before any session, and the
+    # kiosk must keep trying (it once stopped for good here)
+    starts = "() => Number(document.querySelector('.kiosk')?.dataset.starts)"
+    tried = browser.eval(starts)
     stack.stop_api()
+    browser.wait_for(f"() => ({starts})() > {tried}")
     stack.start_api()
     wait_avatar(stack, browser)
     browser.wait_for(live)

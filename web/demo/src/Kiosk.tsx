@@ -19,29 +19,42 @@ export function Kiosk({ faceName, mode }: { faceName: string; mode: Mode }) {
   });
   const [retryAt, setRetryAt] = useState<number | null>(null);
   const [now, setNow] = useState(Date.now());
-  const attempt = useRef(0);
+  const [failedStarts, setFailedStarts] = useState(0);
+  const [starts, setStarts] = useState(0); // shown on the page, for tests and operators
+  const attempt = useRef(0); // the same count, synchronously (StrictMode runs effects twice)
+  const handledFailures = useRef(0); // failed starts already given a retry
 
   const start = async (): Promise<void> => {
     attempt.current += 1;
+    setStarts(attempt.current);
     setRetryAt(null);
-    const face = faceByName(faceName);
-    if (face) await session.connect(await face.load());
-    else await session.connect(undefined, faceName);
+    try {
+      const face = faceByName(faceName);
+      if (face) await session.connect(await face.load());
+      else await session.connect(undefined, faceName);
+    } catch {
+      // the server went away before a session could even start (the face fetch failed, say):
+      // the session's status need not change, so count the failure to schedule the next try
+      setFailedStarts((n) => n + 1);
+    }
   };
 
-  // start at once, and again whenever the session is lost or failed
+  // start at once, and again whenever the session is lost or failed, or a start did not get far
   useEffect(() => {
-    if (session.status === "idle" && attempt.current === 0) void start();
-    if (session.status === "disconnected" || session.status === "error") {
-      const wait = session.retryAfterSeconds ?? RETRY_S;
-      const at = Date.now() + wait * 1000;
-      setRetryAt(at);
-      const timer = setTimeout(() => void start(), wait * 1000);
-      return () => clearTimeout(timer);
+    if (session.status === "idle" && attempt.current === 0) {
+      void start();
+      return undefined;
     }
-    return undefined;
+    const lost = session.status === "disconnected" || session.status === "error";
+    const freshFailure = failedStarts > handledFailures.current;
+    if (!lost && !freshFailure) return undefined;
+    const wait = freshFailure ? RETRY_S : (session.retryAfterSeconds ?? RETRY_S);
+    handledFailures.current = failedStarts;
+    setRetryAt(Date.now() + wait * 1000);
+    const timer = setTimeout(() => void start(), wait * 1000);
+    return () => clearTimeout(timer);
     // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [session.status]);
+  }, [session.status, failedStarts]);
 
   // joined but the avatar never came (worker down) or went away (worker restarted): start over
   useEffect(() => {
@@ -61,7 +74,11 @@ export function Kiosk({ faceName, mode }: { faceName: string; mode: Mode }) {
   const busy = session.errorCode === "no_capacity";
   const seconds = retryAt === null ? null : Math.max(0, Math.ceil((retryAt - now) / 1000));
   return (
-    <div className="kiosk" data-state={session.avatarReady ? "live" : busy ? "busy" : "waiting"}>
+    <div
+      className="kiosk"
+      data-state={session.avatarReady ? "live" : busy ? "busy" : "waiting"}
+      data-starts={starts}
+    >
       <div className="kiosk-video" ref={session.videoRef} data-testid="avatar" />
       {idle && (
         <div className="kiosk-idle" data-testid="idle" role="status">
