@@ -45,6 +45,12 @@ async def test_a_junk_dispatch_leaves_a_customers_room_and_participant_alone(
     customer = rtc.Room()
     await customer.connect(lk.url, token)
     [worker] = stack.workers
+
+    async def idle() -> bool:
+        # earlier scenarios' sessions have ended: a full worker is offered no job at all
+        return stack.metrics(worker).get("atlas_agent_sessions_live", 0.0) == 0.0
+
+    await poll(idle, limit_s=LIMIT_S, what="the worker idle before the junk dispatches")
     refused_before = stack.log(worker).count(NOT_OURS)
     async with api.LiveKitAPI(lk.http_url, lk.api_key, lk.api_secret) as lkapi:
         try:
@@ -60,7 +66,10 @@ async def test_a_junk_dispatch_leaves_a_customers_room_and_participant_alone(
                 refused = stack.log(worker).count(NOT_OURS) - refused_before
                 return refused >= len(JUNK) or not await stack.room_exists(room_name)
 
-            await poll(handled, limit_s=LIMIT_S, what="the worker handling both junk jobs")
+            try:
+                await poll(handled, limit_s=LIMIT_S, what="the worker handling both junk jobs")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{stack.log(worker)[-6000:]}") from None
             assert await stack.room_exists(room_name)
             listed = await lkapi.room.list_participants(api.ListParticipantsRequest(room=room_name))
             assert "customer" in {p.identity for p in listed.participants}
