@@ -194,7 +194,8 @@ async def one_round(
         playing = asyncio.gather(*(play(s, pcm) for s in sources))
         await asyncio.sleep(args.warmup)
         start = procs.snapshot()
-        spy = await profile_busiest(procs.agent, args) if args.profile and n == 1 else None
+        profiled = args.profile and n == args.profile_sessions
+        spy = await profile_busiest(procs.agent, args) if profiled else None
         await asyncio.sleep(args.seconds)
         end = procs.snapshot()
         if spy is not None:
@@ -250,6 +251,8 @@ async def profile_busiest(agent: int, args: argparse.Namespace) -> asyncio.subpr
         command += ["--native", "-r", "20"]
     else:  # Python frames only, read without stopping the process
         command += ["--nonblocking", "-r", "100"]
+    if args.profile_gil:  # only the thread holding the GIL: what serialises a process's sessions
+        command += ["--gil"]
     command += ["-d", str(int(args.seconds - 2.0)), "-p", str(pid), "-o", str(args.profile)]
     print(f"profiling pid {pid} ({busy[pid]:.2f} cores): {' '.join(command)}", flush=True)
     return await asyncio.create_subprocess_exec(*command)
@@ -486,11 +489,18 @@ def main() -> None:
     parser.add_argument(
         "--profile",
         type=Path,
-        help="py-spy the busiest agent process during the 1-session window into this file "
+        help="py-spy the busiest agent process during one window (--profile-sessions) into "
+        "this file "
         "(folded stacks; py-spy costs CPU, so use with --dry-run)",
     )
     parser.add_argument(
         "--profile-native", action="store_true", help="py-spy --native (stops the process)"
+    )
+    parser.add_argument(
+        "--profile-gil", action="store_true", help="py-spy --gil: samples of the GIL's holder"
+    )
+    parser.add_argument(
+        "--profile-sessions", type=int, default=1, help="profile the window of this N"
     )
     parser.add_argument("--dry-run", action="store_true", help="print, write nothing")
     args = parser.parse_args()
