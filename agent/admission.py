@@ -46,17 +46,21 @@ def available_cores() -> float:
 
 
 class CpuGauge:
-    """The CPU this process and its children use, as a share of `cores`, averaged between
-    reads (the load function runs every 2.5 s)."""
+    """The CPU this process (and, with `children`, its job processes) uses, as a share of
+    `cores`, averaged between reads (the load function runs every 2.5 s)."""
 
     def __init__(
         self,
         *,
         cores: float,
+        children: bool = True,
         process: psutil.Process | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`children`: count child processes too (a process per job). Finding them scans all
+        of /proc, so a worker whose jobs are threads leaves it off."""
         self.cores = cores
+        self._children = children
         self._process = process or psutil.Process()
         self._clock = clock
         self._last: tuple[float, float] | None = None
@@ -64,7 +68,8 @@ class CpuGauge:
 
     def _cpu_seconds(self) -> float:
         total = 0.0
-        for proc in [self._process, *self._process.children(recursive=True)]:
+        children = self._process.children(recursive=True) if self._children else []
+        for proc in [self._process, *children]:
             try:
                 times = proc.cpu_times()
             except psutil.Error:  # a child that just ended

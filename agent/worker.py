@@ -88,7 +88,7 @@ def create_server(settings: AgentSettings | None = None) -> AgentServer:
     admission = Admission(
         max_streams=settings.agent_max_streams,
         threshold=settings.agent_load_threshold,
-        cpu=CpuGauge(cores=settings.agent_cpu_cores or available_cores()),
+        cpu=CpuGauge(cores=settings.agent_cpu_cores or available_cores(), children=not threads),
         cpu_target=settings.agent_cpu_target,
     )
     server = AgentServer(

@@ -6,7 +6,9 @@ callbacks are what the worker's connection would send to the server)."""
 from __future__ import annotations
 
 import asyncio
+from typing import cast
 
+import psutil
 import pytest
 from livekit.agents import JobRequest
 from livekit.protocol import agent
@@ -100,9 +102,6 @@ async def test_an_idle_worker_takes_every_job_it_has_room_for() -> None:
 class FakeProcess:
     """psutil.Process's two calls the gauge makes, with CPU time we set."""
 
-    def __init__(self) -> None:
-        self.seconds = 0.0
-
     def cpu_times(self) -> object:
         class Times:
             user = self.seconds
@@ -110,8 +109,12 @@ class FakeProcess:
 
         return Times()
 
-    def children(self, recursive: bool = False) -> list[object]:
-        return []
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.kids: list[FakeProcess] = []
+
+    def children(self, recursive: bool = False) -> list[FakeProcess]:
+        return self.kids
 
 
 def test_cpu_runs_out_before_the_streams() -> None:
@@ -129,3 +132,16 @@ def test_cpu_runs_out_before_the_streams() -> None:
     now[0], process.seconds = 20.0, 23.0  # 0.4 cores: streams decide again
     assert admission.load(server) == pytest.approx(THRESHOLD * 2 / 8)
     assert admission.has_room()
+
+
+def test_the_gauge_counts_job_processes_only_when_jobs_are_processes() -> None:
+    now = [0.0]
+    worker, job = FakeProcess(), FakeProcess()
+    worker.kids = [job]
+    process = cast(psutil.Process, worker)
+    with_children = CpuGauge(cores=2.0, process=process, clock=lambda: now[0])
+    threads_only = CpuGauge(cores=2.0, children=False, process=process, clock=lambda: now[0])
+    with_children.read(), threads_only.read()
+    now[0], worker.seconds, job.seconds = 10.0, 2.0, 8.0  # 0.2 + 0.8 cores
+    assert with_children.read() == pytest.approx(0.5)
+    assert threads_only.read() == pytest.approx(0.1)
