@@ -376,6 +376,7 @@ def label_block(label: str, rows: list[Measured], args: argparse.Namespace, note
     flags = (
         f"--label {label} --sessions {','.join(map(str, args.sessions))} "
         f"--seconds {args.seconds:g} --warmup {args.warmup:g} --watch {args.watch}"
+        f"{''.join(f' --env {name}={value}' for name, value in args.env)}"
     )
     lines = [
         f"<!-- capacity:{label}:start -->",
@@ -386,7 +387,8 @@ def label_block(label: str, rows: list[Measured], args: argparse.Namespace, note
         "",
         f"Machine: {os.cpu_count()} CPUs ({platform.machine()}), shared with other people's work "
         f"(load average {min(loads):.1f}-{max(loads):.1f} during the run; their CPU is the "
-        "'other load' column). Warp renderer, 512x512 at 25 fps, VP8, livekit-server on "
+        "'other load' column). Warp renderer, 512x512 at 25 fps, "
+        f"{dict(args.env).get('ATLAS_AGENT_VIDEO_CODEC', 'vp8').upper()}, livekit-server on "
         f"loopback; {args.watch} stream(s) watched per N.",
         "",
         HEADER,
@@ -450,6 +452,7 @@ def run(args: argparse.Namespace) -> list[Measured]:
                 },
                 ATLAS_AGENT_MAX_STREAMS=str(most),
                 ATLAS_AGENT_JOB_EXECUTOR=args.executor,
+                **dict(args.env),
             )
             try:
                 procs = Processes(agent=stack.workers[0].pid, sfu=sfu.pid, api=stack.api_proc.pid)
@@ -464,6 +467,13 @@ def label(value: str) -> str:
     if not LABEL.fullmatch(value):
         raise argparse.ArgumentTypeError("a label is lower-case letters, digits and '-'")
     return value
+
+
+def env_pair(value: str) -> tuple[str, str]:
+    name, sep, setting = value.partition("=")
+    if not sep or not name.startswith("ATLAS_"):
+        raise argparse.ArgumentTypeError("expected ATLAS_NAME=VALUE")
+    return name, setting
 
 
 def main() -> None:
@@ -484,6 +494,14 @@ def main() -> None:
         default="thread",
         help="the worker's ATLAS_AGENT_JOB_EXECUTOR: sessions as threads of one process, or a "
         "process per session",
+    )
+    parser.add_argument(
+        "--env",
+        type=env_pair,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an ATLAS_* setting for the worker, e.g. ATLAS_AGENT_VIDEO_CODEC=h264 (repeatable)",
     )
     parser.add_argument("--notes", type=Path, help="text added under this label's table")
     parser.add_argument(
