@@ -81,6 +81,11 @@ class AgentSettings(BaseSettings):
     agent_prewarm_timeout_s: float = Field(default=60.0, gt=0)
     # AvatarRunner's A/V synchroniser queues (audio and video), in frames (agent/runner.py).
     agent_sync_frames: int = Field(default=SYNC_QUEUE_FRAMES, ge=1, le=10)
+    # The avatar's video codec and encoder (agent/runner.py). VP8 in software by default:
+    # every browser decodes it. On NVIDIA nodes "h264" with "nvenc" moves encoding, a quarter
+    # of a session's CPU, off the CPU; "auto" picks a hardware encoder when the SDK finds one.
+    agent_video_codec: Literal["vp8", "h264", "vp9", "av1"] = "vp8"
+    agent_video_encoder: Literal["auto", "software", "hardware", "nvenc", "vaapi"] = "auto"
 
     # -- rendering: the renderer's own ATLAS_RENDERER_* settings (renderer_options below) -------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, cast
 
 from livekit import rtc
@@ -13,7 +14,7 @@ from livekit.agents.voice.avatar import (
 )
 
 from agent.clock import Clock
-from agent.config import SYNC_QUEUE_FRAMES
+from agent.config import SYNC_QUEUE_FRAMES, AgentSettings
 from agent.playback import PlaybackGuard
 from agent.protocol_receiver import ProtocolAudioReceiver
 from agent.video_generator import LipSyncVideoGenerator
@@ -31,10 +32,42 @@ KEEP_FRAMERATE_AND_RESOLUTION = cast(
 AVATAR_STREAM = "atlas-avatar"
 
 
-def video_publish_options(fps: int) -> rtc.TrackPublishOptions:
+CODECS = {
+    "vp8": rtc.VideoCodec.VP8,
+    "h264": rtc.VideoCodec.H264,
+    "vp9": rtc.VideoCodec.VP9,
+    "av1": rtc.VideoCodec.AV1,
+}
+ENCODERS = {
+    "auto": rtc.VideoEncoderBackend.ENCODER_BACKEND_AUTO,
+    "software": rtc.VideoEncoderBackend.ENCODER_BACKEND_SOFTWARE,
+    "hardware": rtc.VideoEncoderBackend.ENCODER_BACKEND_HARDWARE,
+    "nvenc": rtc.VideoEncoderBackend.ENCODER_BACKEND_NVENC,
+    "vaapi": rtc.VideoEncoderBackend.ENCODER_BACKEND_VAAPI,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class VideoPublishing:
+    """How the avatar's video is encoded (ATLAS_AGENT_VIDEO_CODEC / _ENCODER)."""
+
+    codec: str = "vp8"
+    encoder: str = "auto"
+
+
+def video_publishing(settings: AgentSettings) -> VideoPublishing:
+    return VideoPublishing(codec=settings.agent_video_codec, encoder=settings.agent_video_encoder)
+
+
+def video_publish_options(
+    fps: int, publishing: VideoPublishing | None = None
+) -> rtc.TrackPublishOptions:
+    publishing = publishing or VideoPublishing()
     return rtc.TrackPublishOptions(
         source=rtc.TrackSource.SOURCE_CAMERA,
         simulcast=False,
+        video_codec=CODECS[publishing.codec],
+        video_encoder=ENCODERS[publishing.encoder],
         video_encoding=rtc.VideoEncoding(max_bitrate=VIDEO_MAX_BITRATE, max_framerate=fps),
         degradation_preference=KEEP_FRAMERATE_AND_RESOLUTION,
         stream=AVATAR_STREAM,
@@ -47,6 +80,10 @@ class _Runner(AvatarRunner):
     livekit-agents 1.8.9 publishes both tracks with default options from `_publish_track` and
     offers no parameter for them; this is that method with the video options replaced.
     """
+
+    def __init__(self, *args: Any, publishing: VideoPublishing, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._publishing = publishing
 
     async def _publish_track(self) -> None:
         async with self._lock:
@@ -61,7 +98,8 @@ class _Runner(AvatarRunner):
             await self._audio_publication.wait_for_subscription()
             video_track = rtc.LocalVideoTrack.create_video_track("avatar_video", self._video_source)
             self._video_publication = await self._room.local_participant.publish_track(
-                video_track, video_publish_options(round(self._options.video_fps))
+                video_track,
+                video_publish_options(round(self._options.video_fps), self._publishing),
             )
 
 
@@ -83,6 +121,7 @@ def create_avatar_runner(
     generator: LipSyncVideoGenerator,
     video_gen: VideoGenerator | None = None,
     sync_frames: int = SYNC_QUEUE_FRAMES,
+    publishing: VideoPublishing | None = None,
 ) -> AvatarRunner:
     """An AvatarRunner publishing `generator`'s video and audio to `room` (call start()).
     `video_gen`: what the runner drives instead, if it wraps `generator` (PlaybackGuard).
@@ -94,6 +133,7 @@ def create_avatar_runner(
         video_gen=video_gen or generator,
         options=avatar_options(generator),
         _queue_size_ms=queue_ms,
+        publishing=publishing or VideoPublishing(),
     )
 
 
@@ -104,6 +144,7 @@ def create_guarded_runner(
     generator: LipSyncVideoGenerator,
     clock: Clock | None = None,
     sync_frames: int = SYNC_QUEUE_FRAMES,
+    publishing: VideoPublishing | None = None,
 ) -> tuple[AvatarRunner, PlaybackGuard]:
     """An AvatarRunner whose playback reports come from PlaybackGuard: exactly one
     playback_started (when audio first leaves the renderer) and one playback_finished per
@@ -115,6 +156,7 @@ def create_guarded_runner(
         generator=generator,
         video_gen=guard.generator,
         sync_frames=sync_frames,
+        publishing=publishing,
     )
     return runner, guard
 
@@ -126,10 +168,16 @@ def create_protocol_runner(
     sender_identity: str | None,
     clock: Clock | None = None,
     sync_frames: int = SYNC_QUEUE_FRAMES,
+    publishing: VideoPublishing | None = None,
 ) -> tuple[AvatarRunner, PlaybackGuard]:
     """The LiveKit avatar protocol (plugin mode): `sender_identity`'s audio byte streams
     (ProtocolAudioReceiver) rendered by `generator`, through PlaybackGuard."""
     receiver = ProtocolAudioReceiver(room, sender_identity=sender_identity)
     return create_guarded_runner(
-        room, receiver=receiver, generator=generator, clock=clock, sync_frames=sync_frames
+        room,
+        receiver=receiver,
+        generator=generator,
+        clock=clock,
+        sync_frames=sync_frames,
+        publishing=publishing,
     )

@@ -47,7 +47,12 @@ from agent.models import ProcessModels, process_models
 from agent.ownership import room_admin_for
 from agent.passthrough import ParticipantAudioReceiver
 from agent.playback import PlaybackGuard
-from agent.runner import create_avatar_runner, create_guarded_runner, create_protocol_runner
+from agent.runner import (
+    create_avatar_runner,
+    create_guarded_runner,
+    create_protocol_runner,
+    video_publishing,
+)
 from agent.session import LiveSession
 from agent.status import SessionReporter
 from agent.video_generator import LipSyncVideoGenerator
@@ -257,6 +262,7 @@ class _Job:
                 generator=generator,
                 sender_identity=meta.options.sender_identity,
                 sync_frames=settings.agent_sync_frames,
+                publishing=video_publishing(settings),
             )
         else:
             receiver, conversation = await self._audio_source(room, generator)
@@ -266,6 +272,7 @@ class _Job:
                     audio_recv=receiver,
                     generator=generator,
                     sync_frames=settings.agent_sync_frames,
+                    publishing=video_publishing(settings),
                 )
             else:  # the session hears playback from the avatar's output (PlaybackGuard)
                 runner, guard = create_guarded_runner(
@@ -273,6 +280,7 @@ class _Job:
                     receiver=receiver,
                     generator=generator,
                     sync_frames=settings.agent_sync_frames,
+                    publishing=video_publishing(settings),
                 )
         empty_timeout_s = meta.options.empty_timeout_seconds or settings.agent_empty_timeout_s
         try:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import inspect
 
+import pytest
 from livekit import rtc
 from livekit.agents.voice.avatar import AvatarOptions, AvatarRunner
 
-from agent.runner import _Runner, video_publish_options
+from agent.config import AgentSettings
+from agent.runner import VideoPublishing, _Runner, video_publish_options, video_publishing
 
 PRIVATES = ("_lock", "_room_connected_fut", "_audio_source", "_video_source", "_options", "_room")
 
@@ -27,6 +29,20 @@ def test_video_is_one_layer_that_keeps_resolution_and_frame_rate() -> None:
         options.degradation_preference
         == rtc.DegradationPreference.MAINTAIN_FRAMERATE_AND_RESOLUTION.value
     )
+    # VP8 unless the operator picks otherwise: every browser decodes it
+    assert options.video_codec == rtc.VideoCodec.VP8
+    assert options.video_encoder == rtc.VideoEncoderBackend.ENCODER_BACKEND_AUTO
+
+
+def test_the_operator_picks_the_codec_and_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ATLAS_AGENT_VIDEO_CODEC", "h264")
+    monkeypatch.setenv("ATLAS_AGENT_VIDEO_ENCODER", "nvenc")
+    publishing = video_publishing(AgentSettings())
+    assert publishing == VideoPublishing(codec="h264", encoder="nvenc")
+    options = video_publish_options(25, publishing)
+    assert options.video_codec == rtc.VideoCodec.H264
+    assert options.video_encoder == rtc.VideoEncoderBackend.ENCODER_BACKEND_NVENC
+    assert options.simulcast is False
 
 
 def test_the_runner_still_overrides_a_method_livekit_agents_calls() -> None:
@@ -42,6 +58,7 @@ async def test_the_privates_the_override_uses_exist() -> None:
         room,
         audio_recv=None,  # type: ignore[arg-type]
         video_gen=None,  # type: ignore[arg-type]
+        publishing=VideoPublishing(),
         options=AvatarOptions(
             video_width=64,
             video_height=64,
