@@ -38,7 +38,7 @@ render-sample: install
 # PostgreSQL, Redis and livekit-server are installed (apt, Go) and started for the run.
 test: install tools
 	bash scripts/web.sh prepare
-	bash scripts/services.sh run $(VENV)/bin/pytest -q
+	bash scripts/services.sh run $(VENV)/bin/pytest -q --durations=25
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -277,8 +277,8 @@ class WeedServer:
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
+            try:  # weed often takes 20 s or more to stop on SIGTERM: an outage is a crash too
+                self.proc.wait(timeout=3)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
