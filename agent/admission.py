@@ -11,7 +11,8 @@ streams taken, 0.7 x 3/4 plus one reservation reads 0.6999..., which admitted a 
   server sends new jobs elsewhere;
 - `request` is livekit-agents' request_fnc: it counts streams itself (running jobs plus those
   accepted and not yet running) and refuses past `max_streams`, or when the CPU budget is
-  spent, whatever the estimates say.
+  spent, whatever the estimates say. A plugin-mode job is accepted as the avatar participant
+  itself (agent.metadata.avatar_participant): one participant of ours in the agent's room.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import Protocol
 
 import psutil
 from livekit.agents import JobRequest
+
+from agent.metadata import avatar_participant
 
 logger = logging.getLogger("agent")
 
@@ -134,9 +137,18 @@ class Admission:
                 return
             self._accepting += 1
             try:
-                await req.accept()
+                await accept(req)
             finally:
                 self._accepting -= 1
                 self._active = len(server.active_jobs)
 
         return request
+
+
+async def accept(req: JobRequest) -> None:
+    """Accept the job; a plugin-mode job as the avatar, publishing on the agent's behalf."""
+    avatar = avatar_participant(req.job.metadata)
+    if avatar is None:
+        await req.accept()  # livekit-agents' default identity, agent-<job id>
+        return
+    await req.accept(identity=avatar.identity, name=avatar.name, attributes=avatar.attributes)

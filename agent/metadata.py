@@ -16,6 +16,7 @@ Room metadata (written by the API for a face swap; other keys are ignored):
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -23,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 Mode = Literal["passthrough", "conversation", "plugin"]
 
 SESSION_ID_PATTERN = r"^ses_[A-Za-z0-9_-]{8,}$"
+# livekit-agents' ATTRIBUTE_PUBLISH_ON_BEHALF (a test keeps the two equal)
+PUBLISH_ON_BEHALF = "lk.publish_on_behalf"
 
 
 class MetadataError(ValueError):
@@ -58,9 +61,12 @@ class SessionOptions(BaseModel):
     language: str | None = None
     # ends the session when the client has not joined / has left for this long
     empty_timeout_seconds: float | None = Field(default=None, gt=0)
-    # plugin mode: the agent whose audio we render, and the token we join with
+    # plugin mode: the agent whose audio we render, and the avatar participant's identity and
+    # name (the job joins as that participant, publishing on the agent's behalf)
     sender_identity: str | None = None
     avatar_identity: str | None = None
+    avatar_name: str | None = None
+    # sent by AvatarSession before the job joined as the avatar itself; unused, never logged
     avatar_token: str | None = Field(default=None, repr=False)
 
 
@@ -82,10 +88,24 @@ class DispatchMetadata(BaseModel):
         return client_identity_for(self.session_id)
 
     @model_validator(mode="after")
-    def _plugin_needs_sender(self) -> DispatchMetadata:
-        if self.mode == "plugin" and not self.options.sender_identity:
-            raise ValueError("plugin mode needs options.sender_identity")
+    def _plugin_needs_identities(self) -> DispatchMetadata:
+        if self.mode != "plugin":
+            return self
+        sender, avatar = self.options.sender_identity, self.options.avatar_identity
+        if not sender or not avatar:
+            raise ValueError("plugin mode needs options.sender_identity and avatar_identity")
+        if sender == avatar:  # joining as the agent's identity would disconnect the agent
+            raise ValueError("plugin mode needs an avatar_identity other than the sender's")
         return self
+
+
+@dataclass(frozen=True)
+class AvatarParticipant:
+    """What a plugin-mode job accepts with (livekit-agents' JobRequest.accept arguments)."""
+
+    identity: str
+    name: str
+    attributes: dict[str, str]
 
 
 def room_name_for(session_id: str) -> str:
@@ -109,6 +129,26 @@ def parse_dispatch_metadata(raw: str) -> DispatchMetadata:
     except ValidationError as exc:
         fields = sorted({".".join(str(p) for p in err["loc"]) or "<root>" for err in exc.errors()})
         raise MetadataError(f"dispatch metadata is invalid: {', '.join(fields)}") from exc
+
+
+def avatar_participant(raw: str) -> AvatarParticipant | None:
+    """The participant a plugin-mode job joins as: the avatar's identity and name, publishing on
+    behalf of the sending agent (livekit-agents' `lk.publish_on_behalf`, which clients and the
+    agent's RoomIO read as "this is the agent's face and voice"). None for the other modes and
+    for metadata that does not parse (the job takes livekit-agents' default identity and fails
+    as usual)."""
+    try:
+        meta = parse_dispatch_metadata(raw)
+    except MetadataError:
+        return None
+    options = meta.options
+    if meta.mode != "plugin" or not options.avatar_identity or not options.sender_identity:
+        return None
+    return AvatarParticipant(
+        identity=options.avatar_identity,
+        name=options.avatar_name or "",
+        attributes={PUBLISH_ON_BEHALF: options.sender_identity},
+    )
 
 
 def parse_room_face(raw: str) -> FaceRef | None:

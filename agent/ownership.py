@@ -69,11 +69,26 @@ class OwnedRoomAdmin(RoomAdmin):
         await self._inner.aclose()
 
 
+class NoRoomAdmin(RoomAdmin):
+    """The admin of a room we do not own: it holds no credentials and calls nothing."""
+
+    async def delete_room(self, room_name: str) -> None:
+        raise AssertionError("OwnedRoomAdmin never deletes a room it does not own")
+
+    async def aclose(self) -> None:
+        return None
+
+
 def room_admin_for(ctx: JobContext, settings: AgentSettings) -> RoomAdmin:
-    """The job's room admin: it deletes the job's room only if our API made it."""
+    """The job's room admin: it deletes the job's room only if our API made it. For any other
+    room (plugin mode: the agent's) it holds no API client at all, so the job does with the
+    room only what its own room token allows."""
     secret = settings.livekit_api_secret.get_secret_value() if settings.livekit_api_secret else None
     room = ctx.job.room.name
-    admin = LiveKitRoomAdmin(
-        url=settings.livekit_url, api_key=settings.livekit_api_key, api_secret=secret
-    )
-    return OwnedRoomAdmin(admin, room=room, owned=owns_room(room, ctx.job.metadata, secret))
+    owned = owns_room(room, ctx.job.metadata, secret)
+    inner: RoomAdmin = NoRoomAdmin()
+    if owned:
+        inner = LiveKitRoomAdmin(
+            url=settings.livekit_url, api_key=settings.livekit_api_key, api_secret=secret
+        )
+    return OwnedRoomAdmin(inner, room=room, owned=owned)

@@ -161,7 +161,6 @@ class _Job:
         self.faces = build_face_source(settings)
         self.admin = room_admin_for(ctx, settings)  # deletes only rooms our API created
         self._closers: list[Any] = []
-        self._own_room: rtc.Room | None = None
         self._task: asyncio.Task[None] | None = None
         self._session: LiveSession | None = None
         self._reporter: SessionReporter | None = None
@@ -364,16 +363,14 @@ class _Job:
         if self.meta.mode != "plugin":
             await self.ctx.connect(auto_subscribe=AutoSubscribe.AUDIO_ONLY)
             return self.ctx.room
-        token = self.meta.options.avatar_token
-        if not token or not self.settings.livekit_url:
-            raise MetadataError("plugin mode needs options.avatar_token and LIVEKIT_URL")
-        # the job's own connection (livekit-agents warns, and may not finalise the job, without
-        # it); it subscribes to nothing: the avatar speaks through the room joined below
+        # the job's own connection is the avatar: the request function accepted it with the
+        # avatar's identity and lk.publish_on_behalf (agent/admission.py), so the room holds
+        # one participant of ours. It hears the agent through byte streams: no subscriptions.
         await self.ctx.connect(auto_subscribe=AutoSubscribe.SUBSCRIBE_NONE)
-        room = rtc.Room()
-        await room.connect(self.settings.livekit_url, token)
-        self._own_room = room
-        return room
+        identity = self.ctx.room.local_participant.identity
+        if identity != self.meta.options.avatar_identity:  # the agent would stream to nobody
+            raise JobFailed("invalid_job", "The job did not join as the avatar participant.")
+        return self.ctx.room
 
     async def _audio_source(
         self, room: rtc.Room, generator: LipSyncVideoGenerator
@@ -408,7 +405,5 @@ class _Job:
         self._closers.clear()
         if self._reporter is not None:
             self._reporter.aclose()
-        if self._own_room is not None:
-            await self._own_room.disconnect()
         await self.faces.aclose()
         await self.admin.aclose()

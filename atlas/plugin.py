@@ -2,19 +2,30 @@
 
     from atlas.plugin import AvatarSession
 
+    session = AgentSession(
+        ...,
+        # upstream's advice for avatars: the avatar's audio output cannot pause, so a "false"
+        # interruption could never be resumed (livekit-agents warns and ignores it)
+        turn_handling={"interruption": {"resume_false_interruption": False}},
+    )
     avatar = AvatarSession(face_url="https://example.com/face.jpg")
     await avatar.start(session, room=ctx.room)  # before session.start(...)
 
-start() mints the avatar participant's token (kind `agent`, attribute `lk.publish_on_behalf` =
-the agent's identity, so clients show the avatar's tracks as the agent's), dispatches our worker
-(`atlas-avatar`, mode `plugin`) into the agent's room with the face, and replaces the agent
-session's audio output with livekit-agents' DataStreamAudioOutput: the agent's speech goes to
-the avatar as byte streams on `lk.audio_stream`, interruptions as the `lk.clear_buffer` RPC, and
-the avatar reports `lk.playback_started` / `lk.playback_finished` (agent.playback guarantees one
-of each per segment). The avatar publishes lip-synced video and the audio it speaks.
+start() dispatches our worker (`atlas-avatar`, mode `plugin`) into the agent's room with the
+face and the avatar participant's identity, and replaces the agent session's audio output with
+livekit-agents' DataStreamAudioOutput: the agent's speech goes to the avatar as byte streams on
+`lk.audio_stream`, interruptions as the `lk.clear_buffer` RPC, and the avatar reports
+`lk.playback_started` / `lk.playback_finished` (agent.playback guarantees one of each per
+segment). The avatar publishes lip-synced video and the audio it speaks.
+
+One participant of ours joins the room: the worker's job itself, which accepts the dispatch
+as the avatar (identity `avatar_identity`, kind agent, attribute `lk.publish_on_behalf` = the
+agent's identity, so clients show the avatar's tracks as the agent's). livekit-server mints
+that job's room token; no token or key of the caller's is handed to the worker.
 
 Credentials come from the arguments or LiveKit's standard variables (LIVEKIT_URL,
-LIVEKIT_API_KEY, LIVEKIT_API_SECRET): the ones the agent's own worker already has.
+LIVEKIT_API_KEY, LIVEKIT_API_SECRET): the ones the agent's own worker already has. They are
+used here only to create the dispatch, and never leave this process.
 
 This module lives in `atlas`, not `agent`, and imports nothing from `agent`: LiveKit's
 quickstarts name the entrypoint file `agent.py`, and a script's own directory comes first on
@@ -30,14 +41,12 @@ import json
 import logging
 import os
 import secrets
-from datetime import timedelta
 from typing import Any, Literal, Protocol
 
 from livekit import api, rtc
 from livekit.agents import AgentSession, get_job_context, utils
 from livekit.agents.voice.avatar import AvatarSession as BaseAvatarSession
 from livekit.agents.voice.avatar import DataStreamAudioOutput
-from livekit.agents.voice.room_io import ATTRIBUTE_PUBLISH_ON_BEHALF
 
 logger = logging.getLogger("atlas.plugin")
 
@@ -48,8 +57,6 @@ DEFAULT_AVATAR_IDENTITY = "atlas-avatar-agent"
 DEFAULT_AVATAR_NAME = "Atlas avatar"
 # The agent's own voice once the avatar has gone (what RoomIO publishes by default).
 FALLBACK_SAMPLE_RATE = 24000
-# The avatar's token outlives the session's max duration by this much (joins, reconnects).
-TOKEN_MARGIN_S = 300
 
 
 class AtlasAvatarError(Exception):
@@ -82,37 +89,6 @@ class LiveKitAgentDispatcher:
         if self._api is not None:
             await self._api.aclose()
             self._api = None
-
-
-def mint_avatar_token(
-    *,
-    api_key: str,
-    api_secret: str,
-    room: str,
-    identity: str,
-    name: str,
-    publish_on_behalf: str,
-    ttl_s: float,
-) -> str:
-    """The avatar participant's token: kind agent, this room only, publishing for the agent."""
-    return (
-        api.AccessToken(api_key=api_key, api_secret=api_secret)
-        .with_kind("agent")
-        .with_identity(identity)
-        .with_name(name)
-        .with_grants(
-            api.VideoGrants(
-                room_join=True,
-                room=room,
-                can_publish=True,
-                can_subscribe=True,
-                can_publish_data=True,
-            )
-        )
-        .with_attributes({ATTRIBUTE_PUBLISH_ON_BEHALF: publish_on_behalf})
-        .with_ttl(timedelta(seconds=ttl_s))
-        .to_jwt()
-    )
 
 
 # The worker's limits on the dispatch (agent/metadata.py; tests/agent/test_plugin.py keeps the
@@ -162,7 +138,10 @@ def new_session_id() -> str:
 
 
 class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
-    """Our lip-sync avatar for a LiveKit agent session (the LiveKit avatar protocol)."""
+    """Our lip-sync avatar for a LiveKit agent session (the LiveKit avatar protocol).
+
+    Build the AgentSession with `resume_false_interruption` off (upstream's advice for every
+    avatar plugin; see the module docstring): the avatar's audio output cannot pause."""
 
     def __init__(
         self,
@@ -180,7 +159,9 @@ class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
         dispatcher: AgentDispatcher | None = None,
     ) -> None:
         """The face: an HTTPS `face_url`, or a `face_storage_key` in the worker's face store.
-        `empty_timeout_seconds`: the avatar leaves when this agent has been gone that long."""
+        `empty_timeout_seconds`: the avatar leaves when this agent has been gone that long.
+        `dispatcher`: creates the dispatch in place of livekit-api with the credentials (which
+        are then not needed)."""
         super().__init__()
         _check_inputs(
             face_url=face_url,
@@ -220,22 +201,17 @@ class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
 
     async def start(self, agent_session: AgentSession[Any], room: rtc.Room) -> None:
         """Dispatch the avatar into `room` (connected) and route the session's audio to it."""
-        if not (self._url and self._key and self._secret):
-            raise AtlasAvatarError(
-                "LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET must be set "
-                "(or passed as livekit_url, api_key, api_secret)"
-            )
+        dispatcher = self._dispatcher or self._default_dispatcher()
+        self._dispatcher = dispatcher
         sender = _local_identity(room)
+        if sender == self._avatar_identity:  # the avatar's join would disconnect the agent
+            raise AtlasAvatarError("avatar_identity must differ from the agent's own identity")
         await super().start(agent_session, room)
-        metadata = self.dispatch_metadata(room=room.name, sender_identity=sender)
-        if self._dispatcher is None:
-            self._dispatcher = LiveKitAgentDispatcher(
-                url=self._url, api_key=self._key, api_secret=self._secret
-            )
+        metadata = self.dispatch_metadata(sender_identity=sender)
         extra = {"session_id": self._session_id, "room": room.name}
         logger.info("dispatching the avatar", extra=extra)
         try:
-            await self._dispatcher.create_dispatch(
+            await dispatcher.create_dispatch(
                 room=room.name, agent_name=self._agent_name, metadata=metadata
             )
         except api.TwirpError as exc:
@@ -251,6 +227,15 @@ class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
         )
         self._session, self._agent_room = agent_session, room
         room.on("participant_disconnected", self._on_participant_disconnected)
+
+    def _default_dispatcher(self) -> LiveKitAgentDispatcher:
+        """CreateDispatch with the caller's own credentials, the only use made of them."""
+        if not (self._url and self._key and self._secret):
+            raise AtlasAvatarError(
+                "LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET must be set "
+                "(or passed as livekit_url, api_key, api_secret, or give a dispatcher)"
+            )
+        return LiveKitAgentDispatcher(url=self._url, api_key=self._key, api_secret=self._secret)
 
     def _on_participant_disconnected(self, participant: rtc.RemoteParticipant) -> None:
         if participant.identity == self._avatar_identity and self._fallback_task is None:
@@ -277,22 +262,13 @@ class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
         self._own_voice = output
         self._session.output.replace_audio_tail(output)
 
-    def dispatch_metadata(self, *, room: str, sender_identity: str) -> str:
-        """The worker's dispatch metadata (mode plugin; agent/README.md, "Contracts")."""
-        assert self._key is not None and self._secret is not None
-        token = mint_avatar_token(
-            api_key=self._key,
-            api_secret=self._secret,
-            room=room,
-            identity=self._avatar_identity,
-            name=self._avatar_name,
-            publish_on_behalf=sender_identity,
-            ttl_s=self._max_duration_s + TOKEN_MARGIN_S,
-        )
+    def dispatch_metadata(self, *, sender_identity: str) -> str:
+        """The worker's dispatch metadata (mode plugin; agent/README.md, "Contracts"). The job
+        joins the room as the avatar participant named here; it carries no credentials."""
         options: dict[str, Any] = {
             "sender_identity": sender_identity,
             "avatar_identity": self._avatar_identity,
-            "avatar_token": token,
+            "avatar_name": self._avatar_name,
         }
         if self._empty_timeout_s is not None:
             options["empty_timeout_seconds"] = self._empty_timeout_s

@@ -6,13 +6,17 @@ callbacks are what the worker's connection would send to the server)."""
 from __future__ import annotations
 
 import asyncio
-from typing import cast
+import json
+from typing import Any, cast
 
 import psutil
 import pytest
 from livekit.agents import JobRequest
+from livekit.agents.job import JobAcceptArguments
+from livekit.agents.voice.room_io import ATTRIBUTE_PUBLISH_ON_BEHALF
 from livekit.protocol import agent
 
+from agent import metadata
 from agent.admission import Admission, CpuGauge
 
 THRESHOLD = 0.7  # livekit-server's default agents.target_load
@@ -30,21 +34,23 @@ class Answers:
         self.server = server
         self.accepted: list[str] = []
         self.rejected: list[str] = []
+        self.arguments: dict[str, JobAcceptArguments] = {}
         self.assigned = assigned
 
-    def request(self, job_id: str) -> JobRequest:
-        job = agent.Job(id=job_id)
+    def request(self, job_id: str, metadata: str = "") -> JobRequest:
+        job = agent.Job(id=job_id, metadata=metadata)
 
         async def on_reject(terminate: bool) -> None:
             self.rejected.append(job_id)
 
-        async def on_accept(_args: object) -> None:
+        async def on_accept(args: JobAcceptArguments) -> None:
+            self.arguments[job_id] = args  # what the worker tells the server to join it as
             if self.assigned is not None:  # the server's assignment comes later
                 await self.assigned.wait()
             self.accepted.append(job_id)
             self.server.active_jobs.append(object())  # the job is running now
 
-        return JobRequest(job=job, on_reject=on_reject, on_accept=on_accept)  # type: ignore[arg-type]
+        return JobRequest(job=job, on_reject=on_reject, on_accept=on_accept)
 
 
 def test_full_reads_exactly_the_threshold_and_never_more() -> None:
@@ -145,3 +151,61 @@ def test_the_gauge_counts_job_processes_only_when_jobs_are_processes() -> None:
     now[0], worker.seconds, job.seconds = 10.0, 2.0, 8.0  # 0.2 + 0.8 cores
     assert with_children.read() == pytest.approx(0.5)
     assert threads_only.read() == pytest.approx(0.1)
+
+
+# -- who the job joins as -----------------------------------------------------------------------
+
+SENDER = "agent-AJ_customer"
+AVATAR = "atlas-avatar-agent"
+
+
+def dispatch(mode: str, **options: Any) -> str:
+    return json.dumps(
+        {
+            "session_id": "ses_abcdefghijklmnopqrstuvwx",
+            "mode": mode,
+            "face": {"url": "https://example.com/f.jpg"},
+            "max_duration_seconds": 600,
+            "options": options,
+        }
+    )
+
+
+async def accepted_as(meta: str) -> JobAcceptArguments:
+    server = Server(0)
+    answers = Answers(server)
+    await Admission(max_streams=4, threshold=THRESHOLD).bind(server)(  # type: ignore[misc]
+        answers.request("job", meta)
+    )
+    assert answers.accepted == ["job"]
+    return answers.arguments["job"]
+
+
+async def test_a_plugin_job_joins_as_the_avatar_publishing_for_the_agent() -> None:
+    """One participant of ours in the agent's room: the job itself is the avatar (identity,
+    name, lk.publish_on_behalf = the agent), as upstream's avatar workers join."""
+    args = await accepted_as(
+        dispatch(
+            "plugin", sender_identity=SENDER, avatar_identity=AVATAR, avatar_name="Atlas avatar"
+        )
+    )
+    assert args.identity == AVATAR and args.name == "Atlas avatar"
+    assert args.attributes == {ATTRIBUTE_PUBLISH_ON_BEHALF: SENDER}
+    assert metadata.PUBLISH_ON_BEHALF == ATTRIBUTE_PUBLISH_ON_BEHALF
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        dispatch("passthrough"),
+        dispatch("conversation"),
+        "{not json",
+        "",
+        # plugin mode, but breaking the contract: the job fails as invalid_job, as any other
+        dispatch("plugin", sender_identity=SENDER),
+        dispatch("plugin", sender_identity=SENDER, avatar_identity=SENDER),
+    ],
+)
+async def test_other_jobs_join_as_livekit_agents_default_participant(meta: str) -> None:
+    args = await accepted_as(meta)
+    assert args.identity == "agent-job" and args.name == "" and not args.attributes

@@ -4,9 +4,13 @@ must carry the API's mark for exactly this room, made with the shared API secret
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
-from agent.livekit_api import RoomAdmin
-from agent.ownership import OwnedRoomAdmin, owns_room, room_mark
+import pytest
+
+from agent.config import AgentSettings
+from agent.livekit_api import LiveKitRoomAdmin, RoomAdmin
+from agent.ownership import OwnedRoomAdmin, owns_room, room_admin_for, room_mark
 from session_api.livekit import room_mark as api_room_mark
 
 SECRET = "secret-0123456789-0123456789-0123456789"
@@ -55,3 +59,26 @@ async def test_an_unowned_room_is_never_deleted() -> None:
     assert inner.deleted == []
     await owned.delete_room(ROOM)
     assert inner.deleted == [ROOM]
+
+
+@pytest.mark.parametrize(
+    ("room", "mark", "holds_a_client"),
+    [
+        (ROOM, room_mark(ROOM, SECRET), True),
+        (ROOM, None, False),  # no mark: a junk or third-party dispatch
+        ("customer-room", None, False),  # plugin mode: the agent's room
+    ],
+)
+def test_only_a_job_in_a_room_we_own_holds_an_api_client(
+    room: str, mark: str | None, holds_a_client: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In any other room the job does only what its own room token allows (upstream avatars
+    hold no more): no client is built with the API key, so no admin call can be made."""
+    monkeypatch.setenv("LIVEKIT_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("LIVEKIT_API_KEY", "devkey")
+    monkeypatch.setenv("LIVEKIT_API_SECRET", SECRET)
+    meta = metadata(room_mark=mark) if mark else metadata()
+    ctx = SimpleNamespace(job=SimpleNamespace(room=SimpleNamespace(name=room), metadata=meta))
+    admin = room_admin_for(ctx, AgentSettings())  # type: ignore[arg-type]
+    assert isinstance(admin, OwnedRoomAdmin)
+    assert isinstance(admin._inner, LiveKitRoomAdmin) is holds_a_client

@@ -21,18 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from livekit import api, rtc
+from livekit import rtc
 from livekit.agents import AgentSession
 from livekit.agents.voice.avatar import DataStreamAudioOutput, DataStreamAudioReceiver
 from livekit.agents.voice.io import PlaybackFinishedEvent
 
 from agent.config import AGENT_NAME
-from agent.metadata import DispatchMetadata, parse_dispatch_metadata
+from agent.metadata import DispatchMetadata, avatar_participant, parse_dispatch_metadata
 from agent.playback import PlaybackGuard
 from agent.runner import create_avatar_runner, create_protocol_runner
 from agent.video_generator import LipSyncVideoGenerator
 from atlas import plugin
-from atlas.plugin import AtlasAvatarError, AvatarSession, mint_avatar_token
+from atlas.plugin import AtlasAvatarError, AvatarSession
 from renderer import FaceAsset, RendererOptions
 from tests.agent.audio_support import audio_frames, tone_bursts
 from tests.agent.fakes import FakeHub, FakeRoom
@@ -260,25 +260,6 @@ async def test_the_last_playback_finished_reaches_the_sender_when_the_avatar_clo
 # -- AvatarSession ----------------------------------------------------------------------------
 
 
-def test_avatar_token_is_an_agent_publishing_on_behalf_of_the_agent() -> None:
-    token = mint_avatar_token(
-        api_key="devkey",
-        api_secret="secret-secret-secret-secret-secret",
-        room=ROOM,
-        identity=AVATAR,
-        name="Atlas avatar",
-        publish_on_behalf=AGENT,
-        ttl_s=600,
-    )
-    claims = api.TokenVerifier("devkey", "secret-secret-secret-secret-secret").verify(token)
-    assert claims.kind == "agent" and claims.identity == AVATAR
-    assert claims.attributes == {"lk.publish_on_behalf": AGENT}
-    assert claims.video is not None
-    assert claims.video.room == ROOM and claims.video.room_join
-    assert claims.video.can_publish and claims.video.can_subscribe
-    assert not claims.video.room_admin and not claims.video.room_create
-
-
 async def test_avatar_session_dispatches_the_worker_and_routes_audio(
     fake_livekit: FakeLiveKit,
 ) -> None:
@@ -304,13 +285,14 @@ async def test_avatar_session_dispatches_the_worker_and_routes_audio(
         assert meta.options.empty_timeout_seconds == 20
         assert meta.options.sender_identity == AGENT
         assert meta.options.avatar_identity == AVATAR
-        assert meta.options.avatar_token is not None
-        claims = api.TokenVerifier(fake_livekit.api_key, fake_livekit.api_secret).verify(
-            meta.options.avatar_token
-        )
-        assert claims.kind == "agent" and claims.identity == AVATAR
-        assert claims.attributes == {"lk.publish_on_behalf": AGENT}
-        assert claims.video is not None and claims.video.room == ROOM
+        # no token, no credential: the job joins as the avatar with the server's own token
+        assert meta.options.avatar_token is None
+        assert fake_livekit.api_secret not in call.request.metadata
+        # ... the participant the worker's job accepts as (agent/admission.py)
+        joins_as = avatar_participant(call.request.metadata)
+        assert joins_as is not None
+        assert joins_as.identity == AVATAR and joins_as.name == "Atlas avatar"
+        assert joins_as.attributes == {"lk.publish_on_behalf": AGENT}
 
         output = session.output.audio
         assert isinstance(output, DataStreamAudioOutput)
@@ -344,6 +326,43 @@ async def test_avatar_session_refuses_bad_configuration(
         await avatar.start(AgentSession(), room)  # type: ignore[arg-type]
     assert fake_livekit.api_secret not in str(err.value)
     await avatar.aclose()
+    # joining as the agent's own identity would disconnect the agent
+    same = AvatarSession(face_url="https://a/f.jpg", avatar_identity=AGENT, dispatcher=Recorder())
+    with pytest.raises(AtlasAvatarError, match="avatar_identity"):
+        await same.start(AgentSession(), room)  # type: ignore[arg-type]
+    await same.aclose()
+
+
+class Recorder:
+    """An AgentDispatcher that records the dispatches it is asked for."""
+
+    def __init__(self) -> None:
+        self.dispatches: list[dict[str, str]] = []
+
+    async def create_dispatch(self, *, room: str, agent_name: str, metadata: str) -> None:
+        self.dispatches.append({"room": room, "agent_name": agent_name, "metadata": metadata})
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_avatar_session_with_its_own_dispatcher_needs_no_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The credentials serve CreateDispatch only: a caller that dispatches some other way (its
+    own service, holding the key) gives the plugin no key at all."""
+    for name in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    recorder = Recorder()
+    avatar = AvatarSession(face_url="https://a/f.jpg", dispatcher=recorder)
+    await avatar.start(AgentSession(), FakeRoom(name=ROOM, identity=AGENT))  # type: ignore[arg-type]
+    try:
+        (dispatch,) = recorder.dispatches
+        assert dispatch["room"] == ROOM and dispatch["agent_name"] == AGENT_NAME
+        joins_as = avatar_participant(dispatch["metadata"])
+        assert joins_as is not None and joins_as.identity == AVATAR
+    finally:
+        await avatar.aclose()
 
 
 @pytest.mark.parametrize(

@@ -51,6 +51,9 @@ def test_dispatch_metadata_contract() -> None:
         ({"face": {"url": "https://a", "storage_key": "b"}}, "face"),
         ({"max_duration_seconds": 0}, "max_duration_seconds"),
         ({"mode": "plugin"}, "<root>"),  # plugin mode needs options.sender_identity
+        ({"mode": "plugin", "options": {"sender_identity": "a"}}, "<root>"),  # and the avatar's
+        # ... not the sender's own: joining as it would disconnect the sending agent
+        ({"mode": "plugin", "options": {"sender_identity": "a", "avatar_identity": "a"}}, "<root>"),
     ],
 )
 def test_bad_dispatch_metadata_names_the_field(patch: dict[str, Any], field: str) -> None:

@@ -8,7 +8,10 @@ sending agent, tests/e2e/plugin_agent/agent.py, run from its own directory as it
 agent reports what its audio output hears from the avatar (see agent.py). It shows:
 
 1. `from atlas.plugin import AvatarSession` works from a file named agent.py, and the avatar's
-   video appears;
+   video appears; the room (LiveKit's ListParticipants) holds exactly one participant of ours:
+   the worker's job, joined as the avatar, publishing its video and audio on behalf of the agent,
+   next to the agent and the client (a silent job participant beside the avatar is the one
+   UIs picking the first agent participant latch onto);
 2. lk.playback_started and lk.playback_finished reach the sender for a speech that plays;
 3. a speech interrupted before any of it played is reported as skipped: lk.playback_finished
    (interrupted, position 0) with no lk.playback_started, and no assistant message is kept;
@@ -30,15 +33,19 @@ from pathlib import Path
 import pytest
 from livekit import api, rtc
 
-from tests.e2e.conversation_stack import Listener, base_env, start_worker, wait_for_log
+from atlas import plugin
+from tests.e2e.conversation_stack import HANG_S, Listener, base_env, start_worker, wait_for_log
 from tests.e2e.openai_fake import SECONDS_PER_CHAR, FakeOpenAI
+from tests.e2e.stack import poll
 from tests.livekit_server import LiveKitServer
 from tests.processes import Procs
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 SENDER_DIR = Path(__file__).resolve().parent / "plugin_agent"
 ROOM = "plugin-e2e"
+CLIENT = "e2e-client"
 AVATAR = "atlas-avatar-agent"  # atlas.plugin's default avatar identity
+AGENT_NAME_ATTR = "lk.agent.name"  # livekit-agents sets it on each job's participant
 AVATAR_MAX_S = 20
 FIRST = "This is the agent talking through its avatar."
 SKIPPED = "STALL this speech is cut before a word of it is heard."
@@ -105,10 +112,29 @@ async def listener() -> AsyncIterator[Listener]:
 def client_token(server: LiveKitServer) -> str:
     return (
         api.AccessToken(server.api_key, server.api_secret)
-        .with_identity("e2e-client")
+        .with_identity(CLIENT)
         .with_grants(api.VideoGrants(room_join=True, room=ROOM))
         .to_jwt()
     )
+
+
+async def list_participants(server: LiveKitServer) -> dict[str, api.ParticipantInfo]:
+    async with api.LiveKitAPI(server.http_url, server.api_key, server.api_secret) as lkapi:
+        listed = await lkapi.room.list_participants(api.ListParticipantsRequest(room=ROOM))
+    return {p.identity: p for p in listed.participants}
+
+
+async def the_avatar_publishes(server: LiveKitServer) -> dict[str, api.ParticipantInfo]:
+    """The room's participants as the server lists them, once the avatar's video and audio are
+    both published (polled: the two publications are not atomic)."""
+
+    async def listed() -> dict[str, api.ParticipantInfo] | None:
+        room = await list_participants(server)
+        avatar = room.get(AVATAR)
+        kinds = {t.type for t in avatar.tracks} if avatar is not None else set()
+        return room if {api.TrackType.AUDIO, api.TrackType.VIDEO} <= kinds else None
+
+    return await poll(listed, limit_s=HANG_S, what="the avatar publishes video and audio")
 
 
 async def test_a_third_party_agent_speaks_through_our_avatar(
@@ -129,15 +155,17 @@ async def test_a_third_party_agent_speaks_through_our_avatar(
     # -- 1. the avatar's video appears -------------------------------------------------------
     await listener.wait_for(lambda: listener.video_frames >= 25, "the avatar's video")
     avatar_started_at = time.monotonic()
-    # the avatar publishes on behalf of the sending agent (our worker's own job participant,
-    # which subscribes to nothing, is in the room too)
-    sender = listener.room.remote_participants[AVATAR].attributes["lk.publish_on_behalf"]
-    agents = [
-        identity
-        for identity, p in listener.room.remote_participants.items()
-        if p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
-    ]
-    assert sender in agents and AVATAR in agents
+    # the avatar publishes on behalf of the sending agent, and it is the only participant of
+    # ours: the worker's job joined as the avatar (lk.publish_on_behalf through request_fnc)
+    room = await the_avatar_publishes(livekit_server)
+    avatar = room[AVATAR]
+    sender = avatar.attributes["lk.publish_on_behalf"]
+    assert sender and sender != AVATAR
+    assert set(room) == {CLIENT, sender, AVATAR}, f"participants: {sorted(room)}"
+    ours = [i for i, p in room.items() if p.attributes.get(AGENT_NAME_ATTR) == plugin.AGENT_NAME]
+    assert ours == [AVATAR], f"our participants: {ours}"
+    agents = {i for i, p in room.items() if p.kind == api.ParticipantInfo.Kind.AGENT}
+    assert agents == {sender, AVATAR}
 
     async def rpc(method: str, text: str) -> None:
         reply = await listener.room.local_participant.perform_rpc(

@@ -55,6 +55,8 @@ async def entrypoint(ctx: JobContext) -> None:
     session: AgentSession[None] = AgentSession(
         llm=openai.LLM(model="gpt-4o-mini"),
         tts=openai.TTS(model="tts-1", response_format="pcm"),
+        # as atlas.plugin advises: the avatar's audio output cannot pause
+        turn_handling={"interruption": {"resume_false_interruption": False}},
     )
     avatar = AvatarSession(
         face_storage_key=os.environ["E2E_FACE_KEY"],
