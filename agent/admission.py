@@ -48,6 +48,10 @@ def available_cores() -> float:
     return float(len(os.sched_getaffinity(0)))
 
 
+# The shortest window a CPU share is measured over (the periodic load check is every 2.5 s).
+MIN_WINDOW_S = 1.0
+
+
 class CpuGauge:
     """The CPU this process (and, with `children`, its job processes) uses, as a share of
     `cores`, averaged between reads (the load function runs every 2.5 s)."""
@@ -81,8 +85,15 @@ class CpuGauge:
         return total
 
     def read(self) -> float:
-        now, used = self._clock(), self._cpu_seconds()
-        if self._last is not None and now > self._last[0]:
+        """The share over the window since the last read, or the last share when that window
+        is under MIN_WINDOW_S: livekit-agents also reads the load on every job request, and a
+        burst of requests read over a few ms of busy threads looked like a full CPU (the second
+        of two junk dispatches was refused on an idle worker)."""
+        now = self._clock()
+        if self._last is not None and now - self._last[0] < MIN_WINDOW_S:
+            return self.share
+        used = self._cpu_seconds()
+        if self._last is not None:
             busy = max(used - self._last[1], 0.0) / (now - self._last[0])
             self.share = busy / self.cores
         self._last = (now, used)
@@ -106,6 +117,7 @@ class Admission:
         self._cpu_target = cpu_target
         self._accepting = 0  # accepted, not yet among the server's active jobs
         self._active = 0
+        self._full = False
 
     def _cpu_full_share(self) -> float:
         return 0.0 if self._cpu is None else self._cpu.share / self._cpu_target
@@ -120,7 +132,20 @@ class Admission:
         self._active = len(server.active_jobs)
         if self._cpu is not None:
             self._cpu.read()
-        return self.threshold * self.fullness()
+        fullness = self.fullness()
+        self._log_change(full=fullness >= 1.0)
+        return self.threshold * fullness
+
+    def _log_change(self, *, full: bool) -> None:
+        """Say when the worker turns full or has room again: LiveKit sends a full worker no
+        jobs, so this is why a dispatch waited or went elsewhere."""
+        if full == self._full:
+            return
+        self._full = full
+        cpu = None if self._cpu is None else round(self._cpu.share, 3)
+        streams = self._active + self._accepting
+        message = "worker full: no new jobs" if full else "worker has room again"
+        logger.info(message, extra={"streams": streams, "cpu_share": cpu})
 
     def has_room(self) -> bool:
         return self._active + self._accepting < self.max_streams and self._cpu_full_share() < 1.0

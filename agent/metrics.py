@@ -30,6 +30,7 @@ class WorkerMetrics:
     batch_size: Histogram
     batch_seconds: Histogram
     models_loaded: Gauge
+    load: Gauge
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
@@ -69,5 +70,9 @@ def worker_metrics() -> WorkerMetrics:
         models_loaded=Gauge(
             "atlas_agent_models_loaded",
             "Models this process has loaded (landmarker, render backend, Silero VAD)",
+        ),
+        load=Gauge(
+            "atlas_agent_load",
+            "The load last reported to LiveKit (its target load means full: no new jobs)",
         ),
     )

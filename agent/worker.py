@@ -99,7 +99,7 @@ def create_server(settings: AgentSettings | None = None) -> AgentServer:
     server = AgentServer(
         job_executor_type=JobExecutorType.THREAD if threads else JobExecutorType.PROCESS,
         setup_fnc=prewarm,
-        load_fnc=admission.load,
+        load_fnc=lambda server: reported(admission.load(server)),
         load_threshold=settings.agent_load_threshold,
         # an idle job thread is a thread and a socket pair (the models are the process's):
         # keep one ready per stream, so a burst of creates starts at once; a process is
@@ -124,6 +124,11 @@ def create_server(settings: AgentSettings | None = None) -> AgentServer:
         on_request=admission.bind(server),
     )
     return server
+
+
+def reported(load: float) -> float:
+    worker_metrics().load.set(load)
+    return load
 
 
 # The running job of this process (one per process), for on_session_end.

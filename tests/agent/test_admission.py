@@ -209,3 +209,30 @@ async def test_a_plugin_job_joins_as_the_avatar_publishing_for_the_agent() -> No
 async def test_other_jobs_join_as_livekit_agents_default_participant(meta: str) -> None:
     args = await accepted_as(meta)
     assert args.identity == "agent-job" and args.name == "" and not args.attributes
+
+
+def test_a_read_moments_after_the_last_keeps_the_share() -> None:
+    """livekit-agents reads the load on every job request too: two requests 10 ms apart must
+    not measure 10 ms of busy threads as a full CPU, and refuse the second on an idle worker."""
+    now = [0.0]
+    process = FakeProcess()
+    gauge = CpuGauge(cores=2.0, process=cast(psutil.Process, process), clock=lambda: now[0])
+    admission = Admission(max_streams=4, threshold=THRESHOLD, cpu=gauge, cpu_target=0.9)
+    server = Server(0)
+    admission.load(server)
+    now[0], process.seconds = 10.0, 2.0  # 0.1 of 2 cores over 10 s
+    assert admission.load(server) == pytest.approx(THRESHOLD * 0.1 / 0.9)
+    now[0], process.seconds = 10.01, 2.02  # 10 ms of two busy threads
+    assert admission.load(server) == pytest.approx(THRESHOLD * 0.1 / 0.9)
+    assert admission.has_room()
+    now[0], process.seconds = 12.5, 2.5  # the periodic check: measured since t=10
+    assert gauge.read() == pytest.approx(0.5 / 2.5 / 2.0)
+
+
+def test_turning_full_and_back_is_logged_once_each(caplog: pytest.LogCaptureFixture) -> None:
+    admission = Admission(max_streams=2, threshold=THRESHOLD)
+    with caplog.at_level("INFO", logger="agent"):
+        for active in (1, 2, 2, 1, 1):
+            admission.load(Server(active))
+    said = [r.getMessage() for r in caplog.records if r.name == "agent"]
+    assert said == ["worker full: no new jobs", "worker has room again"]
