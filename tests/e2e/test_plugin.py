@@ -75,7 +75,9 @@ def processes(
     faces = tmp_path / "data" / "storage" / "faces"
     faces.mkdir(parents=True)
     shutil.copy(FIXTURES / "face.jpg", faces / "e2e.jpg")
-    procs = Procs(tmp_path)
+    # killed at the end: a SIGTERM'd worker drains its session, which waits out the sending
+    # agent's empty timeout (20 s of teardown); test_worker_shutdown covers the drain
+    procs = Procs(tmp_path, graceful_stop=False)
     try:
         worker = start_worker(procs, env)
         sender_env = {
