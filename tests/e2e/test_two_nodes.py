@@ -10,7 +10,8 @@ a load balancer), and two agent workers of one agent name, one registered on eac
 - SIGKILL of one API replica loses nothing: the other serves every session, and LiveKit's
   webhooks reach it;
 - SIGKILL of one worker mid-session ends its sessions alone, as `agent_lost`, billed up to the
-  failure (never past the moment the API learnt of it), while the other worker's sessions
+  failure: LiveKit notices a dead participant only after its fixed 20 s connection timeout,
+  and the bill leaves that out (session_api/realtime_events.py). The other worker's sessions
   keep streaming and end cleanly when deleted.
 
 The figures (how far past the kill each bill ran, the survivors' worst frame gap) are printed,
@@ -56,6 +57,10 @@ STREAMS = 2  # per worker: three sessions cannot all fit one worker
 LIVEKIT_REDIS_DB = 14  # the cluster's own db on the test Redis (the rate-limit tests use 15)
 JOIN_LIMIT_S = 180.0  # hang guards only: avatars starting on a busy 2-core machine
 END_LIMIT_S = 90.0  # a killed worker's participant times out on the server first
+# A killed worker's bill stops at its silence: within about 3 s after the kill (LiveKit's
+# timers and whole-second webhook times), where a bill to LiveKit's noticing runs 20 s over.
+# Loose on purpose: a stall of this machine must not fail it.
+BILL_PAST_KILL_S = 10.0
 
 
 @dataclass
@@ -138,6 +143,9 @@ def two_nodes(
         ATLAS_AGENT_MAX_STREAMS=str(STREAMS),
         ATLAS_AGENT_CPU_CORES="64",  # full on streams only, however busy this machine is
         ATLAS_RENDERER_SIZE="256",  # the scenario is about sessions, not pixels
+        # the webhook bills a killed worker's sessions here; the reaper only after this long
+        # (it would bill to its sweep), however late a busy machine delivers the webhook
+        ATLAS_REALTIME_AGENT_LOST_GRACE_S="30",
     )
     procs = Procs(tmp_path)
     apis: list[Stack] = []
@@ -264,9 +272,8 @@ async def _kill_a_worker(
     for sid in lost:
         assert reasons[sid] == "agent_lost", reasons
         ended_at = epoch(ended[sid]["ended_at"])
-        # billed to the failure: from the join, not before the kill, and never past the
-        # moment the API learnt of it
-        assert killed_at - 1 <= ended_at <= learnt_at + 1, (killed_at, ended[sid], learnt_at)
+        # billed from the join to the failure: not to LiveKit's noticing it 20 s later
+        assert killed_at - 5 <= ended_at <= killed_at + BILL_PAST_KILL_S, (killed_at, ended[sid])
         started_at = epoch(ended[sid]["started_at"])
         assert abs(ended[sid]["duration_seconds"] - (ended_at - started_at)) <= 1, ended[sid]
         overshoot.append(ended_at - killed_at)
@@ -289,9 +296,11 @@ async def _kill_a_worker(
     reasons = await end_reasons(cluster.database_url)
     assert all(reasons[sid] is not None and reasons[sid] != "agent_lost" for sid in kept), reasons
     print(
-        f"\ntwo nodes: {len(lost)} sessions on the killed worker billed up to "
+        f"\ntwo nodes: {len(lost)} sessions on the killed worker billed "
+        + ", ".join(f"{ended[sid]['duration_seconds']:.1f} s" for sid in lost)
+        + ", up to "
         + ", ".join(f"{s:+.1f} s" for s in overshoot)
-        + f" from the kill (learnt {learnt_at - killed_at:.1f} s after it);"
+        + f" from the kill (the API learnt of it {learnt_at - killed_at:.1f} s after);"
         + f" {len(kept)} on the other worker, max frame gap "
         + ", ".join(f"{g * 1000:.0f} ms" for g in gaps)
         + " across the kill"
