@@ -190,13 +190,17 @@ async def end_reasons(database_url: str) -> dict[str, str | None]:
 
 
 def worker_of(cluster: TwoNodes, session_id: str) -> subprocess.Popen[bytes]:
+    """The worker running the session's avatar: it started the session and has not ended it
+    (a job of it that a redispatch superseded on the other worker has)."""
+
+    def logged(worker: subprocess.Popen[bytes], message: str) -> bool:
+        lines = cluster.apis[0].log(worker).splitlines()
+        return any(f'"{message}"' in line and session_id in line for line in lines)
+
     (worker,) = [
         w
         for w in cluster.workers
-        if any(
-            '"session starting"' in line and session_id in line
-            for line in cluster.apis[0].log(w).splitlines()
-        )
+        if logged(w, "session starting") and not logged(w, "session summary")
     ]
     return worker
 
