@@ -114,17 +114,19 @@ def livekit_cluster(tmp_path: Path) -> Iterator[list[LiveKitServer]]:
     parts = urllib.parse.urlsplit(required("ATLAS_TEST_REDIS_URL"))
     url = urllib.parse.urlunsplit(parts._replace(path=f"/{LIVEKIT_REDIS_DB}"))
     client = redis.Redis.from_url(url)
-    client.flushdb()
     workdir = tmp_path / "livekit"
     workdir.mkdir()
-    nodes, procs = start_livekit_cluster(workdir, redis_url=url, nodes=2)
     try:
-        yield nodes
-    finally:
-        for proc in procs:
-            stop(proc)
-        nodes[0].webhooks.close()
         client.flushdb()
+        nodes, procs = start_livekit_cluster(workdir, redis_url=url, nodes=2)
+        try:
+            yield nodes
+        finally:
+            for proc in procs:
+                stop(proc)
+            nodes[0].webhooks.close()
+            client.flushdb()
+    finally:
         client.close()
 
 
