@@ -118,6 +118,10 @@ class Settings(BaseSettings):
     realtime_reaper_interval_s: float = Field(default=1.0, gt=0)
     # a reaper sweep asks LiveKit about at most this many rooms' workers (one call each)
     realtime_reconcile_rooms_per_sweep: int = Field(default=16, ge=1)
+    # A worker gone from its room without a word is ended (`agent_lost`) by the reaper only
+    # this long after a sweep first found it gone: LiveKit's participant_left webhook, which
+    # tells when it was last heard from, comes first; the reaper could only bill to its sweep.
+    realtime_agent_lost_grace_s: float = Field(default=5.0, ge=0)
     # a create waits this long for an avatar worker to join the room, then answers no_capacity
     realtime_join_timeout_s: float = Field(default=15.0, gt=0)
     # a dispatch no worker took by then is made again: LiveKit drops a job it offered while no

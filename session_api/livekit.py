@@ -65,6 +65,13 @@ ERROR_ATTR = "atlas.error"  # failed: an error code
 END_REASON_ATTR = "atlas.end_reason"  # ended: why
 BILLABLE_UNTIL_ATTR = "atlas.billable_until"  # ended: unix time (s) the bill stops at
 
+# livekit-server closes a participant whose connection went silent (a killed process, a lost
+# network) after its ICE disconnected (10 s) and failed (5 s) timeouts and its own disconnect
+# cleanup (5 s): constants of the server (pkg/rtc/transport.go, participant.go), not settings.
+# It reports that close as disconnect reason CONNECTION_TIMEOUT, so the participant was last
+# heard from this long before its participant_left.
+CONNECTION_TIMEOUT_S = 20.0
+
 
 def is_agent(participant: api.ParticipantInfo) -> bool:
     return participant.kind == api.ParticipantInfo.Kind.AGENT
@@ -77,12 +84,14 @@ class AgentPresence:
     identity: str
     attributes: dict[str, str]
     joined_at: datetime | None = None  # when it joined, by LiveKit's clock
+    timed_out: bool = False  # it left because LiveKit timed its silent connection out
 
     @classmethod
     def of(cls, participant: api.ParticipantInfo) -> AgentPresence:
         ms = participant.joined_at_ms or participant.joined_at * 1000
         joined = datetime.fromtimestamp(ms / 1000, UTC) if ms > 0 else None
-        return cls(participant.identity, dict(participant.attributes), joined)
+        timed_out = participant.disconnect_reason == api.DisconnectReason.CONNECTION_TIMEOUT
+        return cls(participant.identity, dict(participant.attributes), joined, timed_out)
 
     @property
     def state(self) -> str:

@@ -7,8 +7,10 @@ session_api/livekit.py with livekit-api's WebhookReceiver). Of a session's room:
   session is active from the worker's join, by LiveKit's clock;
 - the avatar's `participant_left`: its last attributes say how the session ended (reason and
   the time the bill stops, which leaves out an empty room's wait) or that it failed; an avatar
-  that left without saying so (killed) ends the session now as `agent_lost`, unless another
-  avatar is still in the room;
+  that left without saying so (killed) ends the session as `agent_lost`, unless another
+  avatar is still in the room: at the event's time, or, when LiveKit timed its connection out,
+  when it was last heard from (CONNECTION_TIMEOUT_S earlier: a killed worker's sessions are
+  billed to the kill, not to LiveKit's noticing it);
 - `room_finished`: the session ends at LiveKit's time of it.
 
 Every path is idempotent (the store's `activate` / `end_once` / `fail`), so LiveKit may deliver
@@ -20,12 +22,17 @@ lost webhooks. Webhooks of other rooms (a customer's, plugin mode) are ignored.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from livekit import api
 
-from session_api.livekit import AgentPresence, is_agent, session_id_of_room
+from session_api.livekit import (
+    CONNECTION_TIMEOUT_S,
+    AgentPresence,
+    is_agent,
+    session_id_of_room,
+)
 from session_api.realtime_worker import apply_worker_state
 
 if TYPE_CHECKING:
@@ -34,6 +41,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("session_api")
 
 JOINED = frozenset({"participant_joined", "track_published"})
+EVENT_TIME_STEP_S = 1.0  # a webhook's created_at is unix seconds
 
 
 async def apply_webhook(service: RealtimeService, event: api.WebhookEvent) -> None:
@@ -65,9 +73,20 @@ async def _worker_left(
         return  # said and applied before (a repeated delivery)
     if await service.livekit.agent_in(room) is not None:
         return  # another avatar is in the room: not this session's end
+    if agent.timed_out:
+        at = _last_heard(at, service.clock())
     ended = await service.end(session_id, reason="agent_lost", at=at, cleanup_later=True)
     if ended is not None:
         logger.warning("avatar worker left without ending", extra={"session_id": session_id})
+
+
+def _last_heard(left_at: datetime | None, now: datetime) -> datetime:
+    """When an avatar LiveKit timed out was last heard from: CONNECTION_TIMEOUT_S before it
+    left. The event's time is whole seconds, floored, so a second is given back: the bill
+    never stops before the silence."""
+    if left_at is None:
+        return now - timedelta(seconds=CONNECTION_TIMEOUT_S)
+    return left_at + timedelta(seconds=EVENT_TIME_STEP_S - CONNECTION_TIMEOUT_S)
 
 
 def _log(event: api.WebhookEvent, session_id: str) -> None:

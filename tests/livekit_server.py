@@ -1,4 +1,6 @@
 """A real `livekit-server --dev` on loopback for tests: free ports, a generated key and secret.
+`start_livekit_cluster` starts several such nodes in LiveKit's multi-node mode: one Redis, one
+key pair, and one webhook URL (a relay that balances like a load balancer).
 
 The binary comes from scripts/livekit.sh (built once per machine from its Go module), or from
 ATLAS_LIVEKIT_SERVER, which `scripts/services.sh run` sets. In CI (CI=true) a server that cannot
@@ -12,6 +14,8 @@ import secrets
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -52,11 +56,19 @@ def server_binary() -> str:
 @dataclass
 class WebhookRelay:
     """Where the server's webhooks go: this relay, on loopback, passes each one on, body and
-    signature untouched, to every `atlas serve` registered with it. The server's webhook URL is
-    fixed when it starts, and the stacks that share it come and go; each API ignores the rooms
-    that are not its own."""
+    signature untouched, to the `atlas serve` processes registered with it.
+
+    By default every target gets every webhook: the server's webhook URL is fixed when it
+    starts, the stacks that share it come and go, and each API ignores the rooms that are not
+    its own. With `balance`, the targets are replicas of one API behind a load balancer: each
+    webhook goes to one of them, in turn, and to the next when one does not answer (a dead
+    replica); if none answers, the server gets a 502 and sends it again later."""
 
     targets: set[str] = field(default_factory=set)
+    balance: bool = False
+    delivered: dict[str, int] = field(default_factory=dict)  # target -> webhooks it answered
+    _turn: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
 
     def start(self) -> WebhookRelay:
@@ -69,9 +81,8 @@ class WebhookRelay:
                     "Authorization": self.headers.get("Authorization", ""),
                     "Content-Type": self.headers.get("Content-Type", "application/webhook+json"),
                 }
-                for target in sorted(relay.targets):
-                    relay.forward(target, body, headers)
-                self.send_response(200)
+                status = relay.pass_on(body, headers)
+                self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -83,14 +94,38 @@ class WebhookRelay:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
+    def pass_on(self, body: bytes, headers: dict[str, str]) -> int:
+        """The status to answer the server with, once the webhook is passed on."""
+        if not self.balance:
+            for target in sorted(self.targets):
+                self.forward(target, body, headers)
+            return 200
+        for target in self._in_turn():
+            status = self.forward(target, body, headers)
+            if status is not None:
+                with self._lock:
+                    self.delivered[target] = self.delivered.get(target, 0) + 1
+                return status
+        return 502  # no replica answered: livekit-server retries
+
+    def _in_turn(self) -> list[str]:
+        with self._lock:
+            targets = sorted(self.targets)
+            self._turn += 1
+            start = self._turn % len(targets) if targets else 0
+        return targets[start:] + targets[:start]
+
     @staticmethod
-    def forward(target: str, body: bytes, headers: dict[str, str]) -> None:
+    def forward(target: str, body: bytes, headers: dict[str, str]) -> int | None:
+        """The target's HTTP status, or None when it did not answer at all."""
         request = urllib.request.Request(target, data=body, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=30):
-                pass
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
         except OSError:
-            pass  # that API is gone or busy: its reaper is the backstop, as in production
+            return None  # that API is gone or busy: its reaper is the backstop, as in production
 
     @property
     def url(self) -> str:
@@ -125,10 +160,21 @@ class LiveKitServer:
         return self.log_path.read_text(errors="replace")
 
 
-def _config_body(port: int, tcp_port: int, udp_port: int, *, key: str, webhook_url: str) -> str:
+def _config_body(
+    port: int,
+    tcp_port: int,
+    udp_port: int,
+    *,
+    key: str,
+    webhook_url: str,
+    redis: tuple[str, int] | None = None,
+) -> str:
+    """The server's YAML; with `redis` (address, db) the node joins that Redis's cluster."""
+    shared = ["redis:", f"  address: {redis[0]}", f"  db: {redis[1]}"] if redis else []
     return "\n".join(
         [
             f"port: {port}",
+            *shared,
             "webhook:",
             f"  api_key: {key}",
             "  urls:",
@@ -160,12 +206,56 @@ def _wait_ready(proc: subprocess.Popen[bytes], http_url: str, log_path: Path) ->
 
 
 def start_livekit_server(workdir: Path) -> tuple[LiveKitServer, subprocess.Popen[bytes]]:
+    """One node on its own (no Redis), its webhooks to every registered API."""
+    key, secret = _new_keys()
+    relay = WebhookRelay().start()
+    try:
+        return _start_node(workdir / "livekit-server.log", key=key, secret=secret, relay=relay)
+    except BaseException:
+        relay.close()
+        raise
+
+
+def start_livekit_cluster(
+    workdir: Path, *, redis_url: str, nodes: int = 2
+) -> tuple[list[LiveKitServer], list[subprocess.Popen[bytes]]]:
+    """`nodes` servers in multi-node mode: one Redis (`redis://host:port/db`, a db the cluster
+    has to itself), one key pair, and one webhook URL, a relay that hands each webhook to one
+    registered API replica (a load balancer). A room lives on one node; a participant may
+    connect to any, and the API may call any."""
+    parts = urllib.parse.urlsplit(redis_url)
+    redis = (parts.netloc, int(parts.path.strip("/") or 0))
+    key, secret = _new_keys()
+    relay = WebhookRelay(balance=True).start()
+    started: list[tuple[LiveKitServer, subprocess.Popen[bytes]]] = []
+    try:
+        for n in range(nodes):
+            log_path = workdir / f"livekit-node-{n}.log"
+            node = _start_node(log_path, key=key, secret=secret, relay=relay, redis=redis)
+            started.append(node)
+    except BaseException:
+        for _, proc in started:
+            stop(proc)
+        relay.close()
+        raise
+    return [server for server, _ in started], [proc for _, proc in started]
+
+
+def _new_keys() -> tuple[str, str]:
+    return f"test_{secrets.token_hex(4)}", secrets.token_urlsafe(32)
+
+
+def _start_node(
+    log_path: Path,
+    *,
+    key: str,
+    secret: str,
+    relay: WebhookRelay,
+    redis: tuple[str, int] | None = None,
+) -> tuple[LiveKitServer, subprocess.Popen[bytes]]:
     binary = server_binary()
     port, tcp_port, udp_port = free_port(), free_port(), free_port()
-    key, secret = f"test_{secrets.token_hex(4)}", secrets.token_urlsafe(32)
-    log_path = workdir / "livekit-server.log"
-    relay = WebhookRelay().start()
-    config = _config_body(port, tcp_port, udp_port, key=key, webhook_url=relay.url)
+    config = _config_body(port, tcp_port, udp_port, key=key, webhook_url=relay.url, redis=redis)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [
@@ -188,7 +278,6 @@ def start_livekit_server(workdir: Path) -> tuple[LiveKitServer, subprocess.Popen
         _wait_ready(proc, http_url, log_path)
     except BaseException:
         stop(proc)
-        relay.close()
         raise
     server = LiveKitServer(
         url=f"ws://127.0.0.1:{port}",

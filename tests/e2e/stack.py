@@ -15,6 +15,7 @@ machine could lose.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import psutil
 from livekit import api
 
 from tests.e2e import media
@@ -82,16 +84,22 @@ class Stack:
 
     # -- processes ---------------------------------------------------------------------------
     def start_worker(
-        self, *args: str, command: list[str] | None = None, **extra: str
+        self, *args: str, command: list[str] | None = None, wait: bool = True, **extra: str
     ) -> subprocess.Popen[bytes]:
         """`atlas agent start ARGS` (or `command agent start ARGS`), returned once it has
-        registered with the server; its Prometheus port is in `metrics_ports`."""
+        registered with the server (`wait=False`: at once; then `registered(proc)`); its
+        Prometheus port is in `metrics_ports`."""
         extra.setdefault("ATLAS_AGENT_METRICS_PORT", str(free_port()))
         proc = self.procs.start({**self.env, **extra}, "agent", "start", *args, command=command)
         self.workers.append(proc)
         self.metrics_ports[proc.pid] = int(extra["ATLAS_AGENT_METRICS_PORT"])
-        wait_for_log(self.procs, proc, REGISTERED, limit_s=START_LIMIT_S)
+        if wait:
+            self.registered(proc)
         return proc
+
+    def registered(self, proc: subprocess.Popen[bytes]) -> None:
+        """Wait until the worker has registered with the server (hang guard)."""
+        wait_for_log(self.procs, proc, REGISTERED, limit_s=START_LIMIT_S)
 
     def log(self, proc: subprocess.Popen[bytes]) -> str:
         return self.procs.log(proc)
@@ -218,6 +226,14 @@ async def room_exists(livekit: LiveKitServer, room: str) -> bool:
     return any(r.name == room for r in rooms.rooms)
 
 
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and its job processes: nothing of the worker is left to end anything."""
+    parent = psutil.Process(pid)
+    for proc in [*parent.children(recursive=True), parent]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+
+
 async def poll(
     probe: Callable[[], Awaitable[T | None]], *, limit_s: float, what: str, step_s: float = 0.1
 ) -> T:
@@ -244,7 +260,8 @@ def wait_for_log(procs: Procs, proc: subprocess.Popen[bytes], text: str, *, limi
         raise AssertionError(f"{text!r} not logged:\n{procs.log(proc)[-3000:]}") from exc
 
 
-def _create_key(env: dict[str, str]) -> str:
+def create_key(env: dict[str, str]) -> str:
+    """A new API key (`atlas keys create`) in the database `env` names."""
     out = subprocess.run(
         # polling GET is part of the tests: a key with room for it
         [sys.executable, "-m", "atlas.cli", "keys", "create", "--name", "e2e", "--rpm", "6000"],
@@ -260,6 +277,24 @@ def _create_key(env: dict[str, str]) -> str:
     return key
 
 
+def start_api(procs: Procs, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    """`atlas serve` on a free port, once healthy: the process and its base URL."""
+    port = free_port()
+    api_proc = procs.start(env, "serve", "--host", "127.0.0.1", "--port", str(port))
+    base_url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if api_proc.poll() is not None:
+            raise AssertionError(f"atlas serve exited:\n{procs.log(api_proc)[-3000:]}")
+        try:
+            return httpx.get(f"{base_url}/v1/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(healthy, limit_s=START_LIMIT_S, step_s=0.2)
+    return api_proc, base_url
+
+
 def start_stack(
     tmp: Path,
     livekit: LiveKitServer,
@@ -272,25 +307,12 @@ def start_stack(
     """`atlas serve` on a free port, a key, and `workers` registered `atlas agent start`."""
     env = stack_env(tmp, livekit, **env_extra)
     procs = Procs(tmp)
-    port = free_port()
-    api_proc = procs.start(
-        {**env, **(api_env or {})}, "serve", "--host", "127.0.0.1", "--port", str(port)
-    )
-    base_url = f"http://127.0.0.1:{port}"
+    base_url = ""
     try:
-
-        def healthy() -> bool:
-            if api_proc.poll() is not None:
-                raise AssertionError(f"atlas serve exited:\n{procs.log(api_proc)[-3000:]}")
-            try:
-                return httpx.get(f"{base_url}/v1/health", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(healthy, limit_s=START_LIMIT_S, step_s=0.2)
+        api_proc, base_url = start_api(procs, {**env, **(api_env or {})})
         stack = Stack(
             base_url=base_url,
-            key=_create_key(env),
+            key=create_key(env),
             livekit=livekit,
             env={**env, **(worker_env or {})},
             procs=procs,

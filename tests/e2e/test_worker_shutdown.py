@@ -6,17 +6,15 @@ worker, so killing them touches no other scenario."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil  # type: ignore[import-untyped]
 import pytest
 
 from tests.e2e import media
-from tests.e2e.stack import Stack, poll, start_stack
+from tests.e2e.stack import Stack, kill_tree, poll, start_stack
 from tests.livekit_server import LiveKitServer
 
 JOIN_LIMIT_S = 90.0
@@ -66,14 +64,6 @@ async def test_sigterm_drains_and_ends_the_session_cleanly(own_stack: Stack) -> 
     summary = await own_stack.session_summary(session["session_id"])
     assert summary["reason"] == "shutdown"
     await asyncio.to_thread(worker.wait, END_LIMIT_S)  # and the worker exits
-
-
-def kill_tree(pid: int) -> None:
-    """SIGKILL a process and its job processes: nothing of the worker is left to end anything."""
-    parent = psutil.Process(pid)
-    for proc in [*parent.children(recursive=True), parent]:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.kill()
 
 
 async def test_sigkill_leaves_the_session_to_the_reaper(own_stack: Stack) -> None:

@@ -25,7 +25,13 @@ from sqlalchemy import select
 
 from session_api.config import Settings
 from session_api.db.models import RealtimeSession
-from session_api.livekit import BILLABLE_UNTIL_ATTR, END_REASON_ATTR, ERROR_ATTR, STATE_ATTR
+from session_api.livekit import (
+    BILLABLE_UNTIL_ATTR,
+    CONNECTION_TIMEOUT_S,
+    END_REASON_ATTR,
+    ERROR_ATTR,
+    STATE_ATTR,
+)
 from session_api.realtime import RealtimeService
 from tests.fake_clock import FakeClock
 from tests.fakes.livekit_server import FakeLiveKit
@@ -65,7 +71,13 @@ async def post_webhook(api_: Api, livekit: FakeLiveKit, event: api.WebhookEvent)
 
 
 def avatar_event(
-    kind: str, room: str, *, at: float, joined_at: float, **attributes: str
+    kind: str,
+    room: str,
+    *,
+    at: float,
+    joined_at: float,
+    disconnect_reason: int = api.DisconnectReason.UNKNOWN_REASON,
+    **attributes: str,
 ) -> api.WebhookEvent:
     participant = api.ParticipantInfo(
         sid="PA_avatar",
@@ -74,6 +86,7 @@ def avatar_event(
         joined_at=int(joined_at),
         joined_at_ms=int(joined_at * 1000),
         attributes=attributes,
+        disconnect_reason=disconnect_reason,
     )
     return api.WebhookEvent(
         event=kind,
@@ -223,6 +236,42 @@ async def test_the_avatars_participant_left_bills_its_end_or_failure_or_its_loss
         await post_webhook(
             api_, livekit, avatar_event("participant_left", "customer-room", at=0, joined_at=0)
         )
+
+
+async def test_a_killed_avatar_timed_out_by_livekit_is_billed_to_when_it_was_last_heard(
+    rt_settings: Callable[..., Settings],
+    open_api: Callable[..., Any],
+    livekit: FakeLiveKit,
+    clock: FakeClock,
+    face_bytes: bytes,
+) -> None:
+    """A SIGKILLed worker says nothing; LiveKit closes its participant CONNECTION_TIMEOUT_S
+    after its connection went silent (disconnect reason CONNECTION_TIMEOUT). The bill stops
+    at the silence (within the second the event's whole-second time may have lost), not at
+    LiveKit's noticing it."""
+    async with open_api(rt_settings(), clock=clock, background=False) as api_:
+        key = await api_.new_key()
+        service = api_.services.realtime
+        assert service is not None
+        response = await start_create(api_, key.key, face_bytes)
+        assert response.status_code == 200, response.text
+        sid = response.json()["session_id"]
+        started = clock.time()
+        killed_at = started + 30
+        await clock.advance(30 + CONNECTION_TIMEOUT_S + 1)
+        room = f"atlas-rt-{sid}"
+        livekit.agents.pop(room)
+        event = avatar_event(
+            "participant_left",
+            room,
+            at=killed_at + CONNECTION_TIMEOUT_S,
+            joined_at=started,
+            disconnect_reason=api.DisconnectReason.CONNECTION_TIMEOUT,
+            **{STATE_ATTR: "live"},
+        )
+        await post_webhook(api_, livekit, event)
+        row = (await session_rows(service))[sid]
+        assert (row.status, row.end_reason, row.duration_s) == ("ended", "agent_lost", 31.0)
 
 
 async def session_rows(service: RealtimeService) -> dict[str, RealtimeSession]:

@@ -93,14 +93,19 @@ async def test_the_workers_end_is_billed_up_to_the_time_it_names(
         assert got["status"] == "ended" and got["duration_seconds"] == 10.0
 
 
-async def test_a_vanished_worker_or_room_ends_the_session_at_once(
+async def test_a_vanished_room_ends_at_once_and_a_vanished_worker_after_the_webhooks_grace(
     rt_settings: Callable[..., Settings],
     open_api: Callable[..., Any],
     livekit: FakeLiveKit,
     clock: FakeClock,
     face_bytes: bytes,
 ) -> None:
-    async with open_api(rt_settings(), clock=clock, background=False) as api_:
+    """A worker gone without a word is the participant_left webhook's to bill (it knows when
+    the worker was last heard from); the reaper ends it only once the grace has passed (the
+    webhook lost), billed to the sweep that first found it gone."""
+    grace = 5.0
+    settings = rt_settings(realtime_agent_lost_grace_s=grace)
+    async with open_api(settings, clock=clock, background=False) as api_:
         key = await api_.new_key()
         killed = await create(api_, key.key, face_bytes, mode="passthrough")
         closed = await create(api_, key.key, face_bytes, mode="passthrough")
@@ -109,11 +114,38 @@ async def test_a_vanished_worker_or_room_ends_the_session_at_once(
         clock.advance(5)
         del livekit.agents[f"atlas-rt-{killed}"]
         del livekit.rooms[f"atlas-rt-{closed}"]
-        assert sorted((await reaper.sweep()).ended) == sorted([killed, closed])
+        assert (await reaper.sweep()).ended == [closed]
+        clock.advance(grace - 1)
+        assert (await reaper.sweep()).ended == []  # the webhook's turn still
+        clock.advance(1)
+        assert (await reaper.sweep()).ended == [killed]
         state = await rows(api_.services.db)
         for sid, reason in ((killed, "agent_lost"), (closed, "room_finished")):
             assert state[sid].end_reason == reason and state[sid].duration_s == 5.0
         assert [c.request.room for c in livekit.calls_of("DeleteRoom")] == [f"atlas-rt-{killed}"]
+
+
+async def test_a_worker_back_within_the_grace_is_not_ended(
+    rt_settings: Callable[..., Settings],
+    open_api: Callable[..., Any],
+    livekit: FakeLiveKit,
+    clock: FakeClock,
+    face_bytes: bytes,
+) -> None:
+    async with open_api(rt_settings(), clock=clock, background=False) as api_:
+        key = await api_.new_key()
+        sid = await create(api_, key.key, face_bytes, mode="passthrough")
+        room = f"atlas-rt-{sid}"
+        reaper = reaper_of(api_)
+        agent = livekit.agents.pop(room)
+        assert (await reaper.sweep()).ended == []
+        livekit.agents[room] = agent  # listed again (a redispatched avatar, say)
+        clock.advance(60)
+        assert (await reaper.sweep()).ended == []
+        del livekit.agents[room]
+        clock.advance(1)
+        assert (await reaper.sweep()).ended == []  # its grace counts from now, not from before
+        assert (await rows(api_.services.db))[sid].status == "active"
 
 
 async def test_a_sweep_looks_at_a_bounded_number_of_workers_and_reaches_every_one(
