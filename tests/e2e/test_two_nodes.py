@@ -50,6 +50,7 @@ from tests.livekit_server import (
     start_livekit_cluster,
     stop,
 )
+from tests.postgres import fresh_database
 from tests.processes import Procs
 
 CAPACITY = 3  # sessions over both replicas
@@ -86,25 +87,11 @@ def required(name: str) -> str:
     pytest.skip(reason)
 
 
-async def _admin(dsn: str, statement: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 def database_url() -> Iterator[str]:
     """A fresh PostgreSQL database, dropped afterwards."""
-    base = required("ATLAS_TEST_DATABASE_URL")
-    admin = base.replace("postgresql+asyncpg://", "postgresql://")
-    name = f"atlas_nodes_{secrets.token_hex(4)}"
-    asyncio.run(_admin(admin, f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{base.rpartition('/')[0]}/{name}"
-    finally:
-        asyncio.run(_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with fresh_database(required("ATLAS_TEST_DATABASE_URL"), prefix="atlas_nodes") as url:
+        yield url
 
 
 @pytest.fixture

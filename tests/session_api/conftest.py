@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from session_api.config import Settings
 from session_api.main import create_app
 from tests.fake_clock import FakeClock
 from tests.paths import SPEECH
+from tests.postgres import fresh_database
 
 from .api_support import Api
 
@@ -41,16 +40,6 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
     return make
 
 
-async def _pg_admin(dsn: str, statement: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database for one test, dropped afterwards."""
@@ -59,14 +48,8 @@ def pg_url() -> Iterator[str]:
         pytest.skip(
             "set ATLAS_TEST_DATABASE_URL (postgresql+asyncpg://...) to run PostgreSQL tests"
         )
-    admin_dsn = base.replace("postgresql+asyncpg://", "postgresql://")
-    name = f"atlas_t_{secrets.token_hex(6)}"
-    asyncio.run(_pg_admin(admin_dsn, f'CREATE DATABASE "{name}"'))
-    head, _, _ = base.rpartition("/")
-    try:
-        yield f"{head}/{name}"
-    finally:
-        asyncio.run(_pg_admin(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with fresh_database(base) as url:
+        yield url
 
 
 @pytest.fixture
