@@ -27,6 +27,24 @@ SPEECH_S = float(os.environ.get("ATLAS_TEST_SYNC_SECONDS", "60"))
 ON_S, OFF_S = 0.4, 0.6
 
 
+STALL_S = 0.25  # a gap between frames arriving this long means the machine stalled
+
+
+def stalls(times: list[float]) -> list[float]:
+    """When each stall ended: arrivals that came STALL_S or more after the one before."""
+    return [t for prev, t in zip(times, times[1:], strict=False) if t - prev >= STALL_S]
+
+
+def longest_stall_free(onset_times: np.ndarray, stall_ends: list[float]) -> np.ndarray:
+    """The indices of the longest run of onsets with no stall between them (at least 20, or
+    all of them: drift is judged over most of the speech either way)."""
+    cuts = sorted(stall_ends)
+    group = np.searchsorted(cuts, onset_times)  # onsets between the same two stalls
+    best = max(set(group.tolist()), key=lambda g: int((group == g).sum()))
+    run = np.flatnonzero(group == best)
+    return run if run.size >= 20 else np.arange(onset_times.size)
+
+
 def onsets(times: list[float], active: list[bool], *, min_gap_s: float) -> list[float]:
     """Times where `active` turns on after at least `min_gap_s` of inactivity."""
     out: list[float] = []
@@ -145,7 +163,11 @@ async def test_sixty_seconds_of_speech_stay_paired_within_one_frame(
     assert abs(float(np.median(offsets))) <= frame_s + 0.010, offsets  # + the 10 ms audio chunk
     within = np.abs(offsets) <= frame_s + 0.010
     assert within.mean() >= 0.9, offsets
-    # and no drift: the last bursts are as aligned as the first ones (medians of ten)
-    drift = np.median(offsets[-10:]) - np.median(offsets[:10])
-    assert abs(drift) <= frame_s + 0.005
+    # and no drift: the last bursts are as aligned as the first ones (medians of ten). A stall
+    # of the machine (CI saw one of 630 ms) makes the synchroniser catch up and can move the
+    # pairing by a frame or two in one step, inside the band checked above: that is not drift,
+    # so drift is read over the longest stretch of onsets with no stall in it.
+    stretch = longest_stall_free(np.array(a), stalls(audio_times) + stalls(video_times))
+    drift = np.median(offsets[stretch][-10:]) - np.median(offsets[stretch][:10])
+    assert abs(drift) <= frame_s + 0.005, (drift, offsets, stretch)
     assert gen.stats.segments == bursts
