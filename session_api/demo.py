@@ -125,13 +125,25 @@ class BrokerOff(ApiError):
     default_message = "The demo session broker is off: start atlas serve with ATLAS_DEMO=1."
 
 
+class HashedAssets(StaticFiles):
+    """The page's built assets: their names carry a hash of their content, so a browser may
+    keep them for good (a rebuilt page names new files); without this every visit fetched the
+    whole bundle again (the API's default is no-store)."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        if response.status_code == 200:
+            response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+        return response
+
+
 def install_demo(app: FastAPI, demo: DemoSettings | None = None) -> None:
     """Serve the page at /demo (when built) and, when enabled, the broker under /api."""
     demo = demo or DemoSettings()
     dist = demo.demo_dir or DEFAULT_DIST
     app.include_router(_page_router(dist))
     if (dist / "assets").is_dir():
-        app.mount("/demo/assets", StaticFiles(directory=dist / "assets"), name="demo-assets")
+        app.mount("/demo/assets", HashedAssets(directory=dist / "assets"), name="demo-assets")
     if (dist / "faces").is_dir():
         app.mount("/demo/faces", StaticFiles(directory=dist / "faces"), name="demo-faces")
     app.include_router(_broker_router(Broker(demo) if demo.demo else None))

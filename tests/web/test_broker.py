@@ -69,8 +69,13 @@ async def test_page_and_assets_are_served(broker_api: Api) -> None:
         page = await broker_api.client.get(path, params={"kiosk": "1", "face": "grace"})
         assert page.status_code == 200
         assert "<title>Atlas demo</title>" in page.text
+        assert page.headers["cache-control"] == "no-cache"  # a rebuilt page shows at once
     asset = await broker_api.client.get("/demo/assets/app-1234.js")
     assert asset.status_code == 200 and "demo" in asset.text
+    # content-hashed names: kept for good, not fetched again on every visit
+    assert asset.headers["cache-control"] == "public, max-age=31536000, immutable"
+    missing = await broker_api.client.get("/demo/assets/app-0000.js")
+    assert missing.status_code == 404 and "immutable" not in missing.headers["cache-control"]
 
 
 async def test_create_swap_status_and_end_with_no_key_from_the_page(
