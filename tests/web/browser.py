@@ -20,9 +20,12 @@ CHROMIUM = "/usr/bin/chromium"
 
 # Reads the avatar video through a canvas on every presented frame: the media-clock frame rate
 # and, per frame, the mean absolute change of the mouth region (lower middle of the frame).
+# Also, per frame, the peak of the avatar's voice as the page plays it (VOICE_PEAK_JS), so a
+# window's "silence" can be checked against what the viewer hears.
 MEASURE_JS = """
 async ({ seconds, selector }) => {
   const v = document.querySelector(selector);
+  const voice = [];
   const W = 64, H = 48;
   const c = document.createElement("canvas");
   c.width = W; c.height = H;
@@ -45,6 +48,7 @@ async ({ seconds, selector }) => {
         diffs.push(s / (W * H));
       }
       prev = g;
+      if (window.__atlasVoicePeak) voice.push(window.__atlasVoicePeak());
       if (now - t0 < seconds * 1000) v.requestVideoFrameCallback(step); else resolve();
     };
     v.requestVideoFrameCallback(step);
@@ -54,7 +58,52 @@ async ({ seconds, selector }) => {
   return { frames: media.length, media_fps: (media.length - 1) / span, diffs,
            decoded_fps: (q1.totalVideoFrames - q0.totalVideoFrames) / (c1 - c0),
            dropped: q1.droppedVideoFrames - q0.droppedVideoFrames,
-           width: v.videoWidth, height: v.videoHeight };
+           width: v.videoWidth, height: v.videoHeight, voice };
+}
+"""
+
+# Installs `window.__atlasVoicePeak()`: the largest sample magnitude (0..1) of the avatar's
+# voice over the last ~40 ms, read from the page's own `audio[data-atlas-voice]` elements through
+# an AnalyserNode (0 when no voice element is attached yet).
+VOICE_PEAK_JS = """
+() => {
+  if (window.__atlasVoicePeak) return;
+  const ctx = new AudioContext();
+  const meters = new WeakMap();
+  const meter = (el) => {
+    if (!meters.has(el) && el.srcObject) {
+      const analyser = ctx.createAnalyser();
+      analyser.fftSize = 2048;
+      ctx.createMediaStreamSource(el.srcObject).connect(analyser);
+      meters.set(el, { analyser, buf: new Float32Array(analyser.fftSize) });
+    }
+    return meters.get(el);
+  };
+  window.__atlasVoicePeak = () => {
+    let peak = 0;
+    for (const el of document.querySelectorAll("audio[data-atlas-voice]")) {
+      const m = meter(el);
+      if (!m) continue;
+      m.analyser.getFloatTimeDomainData(m.buf);
+      for (const x of m.buf) peak = Math.max(peak, Math.abs(x));
+    }
+    return peak;
+  };
+}
+"""
+
+# How long until the avatar's voice has stayed under `level` for `quiet_ms` in a row; -1 if it
+# has not within `timeout_ms`.
+VOICE_QUIET_JS = """
+async ({ level, quiet_ms, timeout_ms }) => {
+  const t0 = performance.now();
+  let since = t0;
+  while (performance.now() - t0 < timeout_ms) {
+    if (window.__atlasVoicePeak() >= level) since = performance.now();
+    else if (performance.now() - since >= quiet_ms) return performance.now() - t0;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return -1;
 }
 """
 
@@ -149,6 +198,18 @@ class Browser:
 
     def measure(self, seconds: float, selector: str = "video[data-atlas-avatar]") -> Any:
         return self.eval(MEASURE_JS, {"seconds": seconds, "selector": selector})
+
+    def meter_voice(self) -> None:
+        """From now on `measure` also records the avatar's voice peak per frame."""
+        self.eval(VOICE_PEAK_JS)
+
+    def wait_voice_quiet(self, *, level: float, quiet_s: float, timeout_s: float) -> float:
+        """Seconds until the avatar's voice, as the page plays it, had been under `level` for
+        `quiet_s` (needs `meter_voice`)."""
+        arg = {"level": level, "quiet_ms": quiet_s * 1000, "timeout_ms": timeout_s * 1000}
+        waited_ms = float(self.eval(VOICE_QUIET_JS, arg))
+        assert waited_ms >= 0, f"the avatar's voice was not quiet for {quiet_s} s in {timeout_s} s"
+        return waited_ms / 1000
 
     def close(self) -> None:
         if self._proc.poll() is None:

@@ -156,9 +156,24 @@ def wait_avatar(stack: Stack, browser: Browser, selector: str = VIDEO) -> None:
         raise AssertionError(f"{exc}\n{stack.tails()}") from None
 
 
+MUTE_TITLE = "document.querySelector('[data-testid=mute]').title"
+
+
+def mute_mic(browser: Browser) -> None:
+    """Press Mute once the mic is on. The avatar can be playing before the page's mic has
+    finished publishing (on a loaded machine); until then the button reads Unmute, and a press
+    turns the mic on instead."""
+    browser.wait_for(f"() => {MUTE_TITLE} === 'Mute'")
+    browser.click("[data-testid=mute]")
+    browser.wait_for(f"() => {MUTE_TITLE} === 'Unmute'")
+
+
 def _mean_abs(a: list[int], b: list[int]) -> float:
     return sum(abs(x - y) for x, y in zip(a, b, strict=True)) / len(a)
 
+
+# The avatar's voice peak (full scale 1.0) under which the page plays silence: about -40 dBFS.
+QUIET_VOICE = 0.01
 
 TYPED = "Thank you for waiting, the next desk is free now."
 
@@ -173,10 +188,13 @@ def test_passthrough_plays_speech_then_face_swap_then_end_shows_cost(
     browser.click("[data-testid=start]")
     wait_avatar(stack, browser)
     # the demo turns the fake mic on; mute it so silence is silence
-    browser.click("[data-testid=mute]")
-    browser.wait_for("() => document.querySelector('[data-testid=mute]').title === 'Unmute'")
+    mute_mic(browser)
     browser.screenshot(OUT / "02-passthrough-live.png")
 
+    # Silence is what the viewer hears: the avatar may still be voicing the last of the mic's
+    # speech for a moment after the mute, longer on a loaded machine.
+    browser.meter_voice()
+    waited = browser.wait_voice_quiet(level=QUIET_VOICE, quiet_s=1.0, timeout_s=30)
     silence = browser.measure(3.0)
     browser.click("[data-testid=play-sample]")
     browser.wait_for("() => !!document.querySelector('[data-testid=playing]')")
@@ -194,9 +212,13 @@ def test_passthrough_plays_speech_then_face_swap_then_end_shows_cost(
     for window in (silence, speech):
         assert window["decoded_fps"] >= MIN_DECODED_FPS, summary  # a stalled stream decodes 0
         assert window["frames"] >= MIN_FRAMES, summary
+    voices = {"silence": max(silence["voice"]), "speech": max(speech["voice"])}
+    print(f"voice peaks {voices}, quiet after the mute in {waited:.1f} s")
+    assert voices["silence"] < QUIET_VOICE, f"the avatar speaks after the mute: {voices}"
+    assert voices["speech"] > 10 * QUIET_VOICE, f"the avatar's voice is not heard: {voices}"
     still = statistics.median(silence["diffs"])
     moving = sorted(speech["diffs"])[int(0.9 * len(speech["diffs"]))]
-    assert still < 1.0, f"the mouth moves in silence: {silence['diffs']}"
+    assert still < 1.0, f"the mouth moves in silence: {silence['diffs']}, voice {voices}"
     assert moving > max(4 * still, 1.5), f"speech {moving:.2f} vs silence {still:.2f}"
 
     # face swap: the picture changes, the <video> element stays and never reloads
@@ -231,14 +253,13 @@ def test_passthrough_plays_speech_then_face_swap_then_end_shows_cost(
     browser.screenshot(OUT / "05-after-face-swap.png")
 
     # publishAudio mutes a live mic while it plays and turns it back on after
-    mute_title = "document.querySelector('[data-testid=mute]').title"
     playing = "!!document.querySelector('[data-testid=playing]')"
     browser.wait_for(f"() => !{playing}", timeout_s=60)  # the first sample has finished
     browser.click("[data-testid=mute]")
-    browser.wait_for(f"() => {mute_title} === 'Mute'")
+    browser.wait_for(f"() => {MUTE_TITLE} === 'Mute'")
     browser.click("[data-testid=play-sample]")
-    browser.wait_for(f"() => {playing} && {mute_title} === 'Unmute'")
-    browser.wait_for(f"() => !{playing} && {mute_title} === 'Mute'", timeout_s=60)
+    browser.wait_for(f"() => {playing} && {MUTE_TITLE} === 'Unmute'")
+    browser.wait_for(f"() => !{playing} && {MUTE_TITLE} === 'Mute'", timeout_s=60)
 
     # typed text: the server's text-to-speech (the local fake) voices it, the page publishes it
     browser.click("[data-testid=mute]")
@@ -287,8 +308,7 @@ def test_conversation_hears_the_mic_answers_says_typed_text_and_ends_with_a_cost
     browser.screenshot(OUT / "14-conversation.png")
 
     # the "say this" box: a speak packet, spoken as typed (the mic is muted, so nobody interrupts)
-    browser.click("[data-testid=mute]")
-    browser.wait_for("() => document.querySelector('[data-testid=mute]').title === 'Unmute'")
+    mute_mic(browser)
     browser.fill("[data-testid=say-input]", SAY)
     browser.click("[data-testid=say]")
     browser.wait_for(BUBBLE_WITH, {"role": "agent", "text": SAY}, timeout_s=90)
