@@ -3,12 +3,13 @@
     bash scripts/services.sh run env PYTHONPATH=$PWD .venv/bin/python -m bench.capacity \\
         --label before [--sessions 1,2,4,8] [--seconds 30] [--watch 2] [--notes FILE]
 
-One livekit-server, one `atlas serve` and one `atlas agent start` (max streams = the largest
-N) for the whole run. For each N, N passthrough sessions are created and each client publishes
-the speech fixture in real time (its first 2 s, then 1.2 s of silence, looped: the silences
-give the onsets that glass-to-glass is measured from). Only `--watch` clients subscribe to and
-decode the avatar's video; the others subscribe to its audio only, so the measuring client's
-own CPU stays small (and the SFU forwards only the watched streams' video).
+One livekit-server, one `atlas serve` and `--workers` `atlas agent start` (max streams each: the
+largest N over the workers) for the whole run. For each N, N passthrough sessions are created
+and each client publishes the speech fixture in real time (its first 2 s, then 1.2 s of silence,
+looped: the silences give the onsets that glass-to-glass is measured from). Only `--watch`
+clients subscribe to and decode the avatar's video; the others subscribe to its audio only, so
+the measuring client's own CPU stays small (and the SFU forwards only the watched streams'
+video).
 
 After `--warmup` s of speech, a steady window of `--seconds` s, measured from /proc:
 - agent cores: CPU time of the worker's whole process tree (worker, forkserver, job and idle
@@ -90,13 +91,13 @@ class Measured:
 
 @dataclass
 class Processes:
-    agent: int
+    agents: list[int]  # the workers
     sfu: int
     api: int
 
     def snapshot(self) -> dict[str, procfs.Snapshot]:
         return {
-            "agent": procfs.Snapshot.take([self.agent]),
+            "agent": procfs.Snapshot.take(self.agents),
             "sfu": procfs.Snapshot.take([self.sfu]),
             "api": procfs.Snapshot.take([self.api]),
             # this process only: the stack's processes are its children
@@ -190,18 +191,18 @@ async def one_round(
         sources = [(await v.publish_audio())[0] for v in viewers]
         await streaming(viewers, watched)
         # the worker replaces the prewarmed processes the sessions took: let that settle first
-        await settled(procs.agent, procs=None, stable_s=args.stable)
+        await settled(procs.agents, procs=None, stable_s=args.stable)
         playing = asyncio.gather(*(play(s, pcm) for s in sources))
         await asyncio.sleep(args.warmup)
         start = procs.snapshot()
         profiled = args.profile and n == args.profile_sessions
-        spy = await profile_busiest(procs.agent, args) if profiled else None
+        spy = await profile_busiest(procs.agents, args) if profiled else None
         await asyncio.sleep(args.seconds)
         end = procs.snapshot()
         if spy is not None:
             await spy.wait()
-        pss = procfs.tree_pss_mb(procs.agent)
-        agent_procs = len(procfs.tree(procs.agent))
+        pss = agents_pss_mb(procs.agents)
+        agent_procs = len(agents_tree(procs.agents))
         load_avg = os.getloadavg()[0]
         sent = await playing
     finally:
@@ -236,12 +237,22 @@ async def one_round(
     )
 
 
-async def profile_busiest(agent: int, args: argparse.Namespace) -> asyncio.subprocess.Process:
-    """py-spy (--native, raw folded stacks) on the agent tree's busiest process, for the rest
+def agents_tree(agents: list[int]) -> list[int]:
+    return [pid for agent in agents for pid in procfs.tree(agent)]
+
+
+def agents_pss_mb(agents: list[int]) -> float:
+    return sum(procfs.tree_pss_mb(agent) for agent in agents)
+
+
+async def profile_busiest(
+    agents: list[int], args: argparse.Namespace
+) -> asyncio.subprocess.Process:
+    """py-spy (--native, raw folded stacks) on the agent trees' busiest process, for the rest
     of the window: with one session, the session's job process (or the worker that hosts it)."""
-    first = procfs.Snapshot.take([agent])
+    first = procfs.Snapshot.take(agents)
     await asyncio.sleep(2.0)
-    busy = procfs.cores_by_process(first, procfs.Snapshot.take([agent]))
+    busy = procfs.cores_by_process(first, procfs.Snapshot.take(agents))
     pid = max(busy, key=lambda p: busy[p])
     spy = str(Path(sys.executable).with_name("py-spy"))
     command = [spy, "record", "--threads", "-f", "raw"]
@@ -280,8 +291,8 @@ async def idle(procs: Processes, seconds: float) -> Measured:
         sessions=0,
         created=0,
         agent_cores=procfs.cores(start["agent"], end["agent"]),
-        agent_pss_mb=procfs.tree_pss_mb(procs.agent),
-        agent_procs=len(procfs.tree(procs.agent)),
+        agent_pss_mb=agents_pss_mb(procs.agents),
+        agent_procs=len(agents_tree(procs.agents)),
         sfu_cores=procfs.cores(start["sfu"], end["sfu"]),
         api_cores=procfs.cores(start["api"], end["api"]),
         client_cores=procfs.cores(start["client"], end["client"]),
@@ -294,13 +305,13 @@ async def idle(procs: Processes, seconds: float) -> Measured:
     )
 
 
-async def settled(agent: int, *, procs: int | None, stable_s: float = 3.0) -> int:
-    """Until the agent tree's process count holds still for `stable_s` (and, given `procs`,
+async def settled(agents: list[int], *, procs: int | None, stable_s: float = 3.0) -> int:
+    """Until the agent trees' process count holds still for `stable_s` (and, given `procs`,
     is no more than that: the sessions' job processes have exited). Returns the count."""
     deadline = time.monotonic() + SETTLE_LIMIT_S
     count, since = -1, time.monotonic()
     while time.monotonic() < deadline:
-        now = len(procfs.tree(agent))
+        now = len(agents_tree(agents))
         if now != count:
             count, since = now, time.monotonic()
         elif time.monotonic() - since >= stable_s and (procs is None or count <= procs):
@@ -313,7 +324,7 @@ async def settled(agent: int, *, procs: int | None, stable_s: float = 3.0) -> in
 async def measure(stack: Stack, procs: Processes, args: argparse.Namespace) -> list[Measured]:
     landmarker = FaceLandmarker(max_faces=1)
     try:
-        base = await settled(procs.agent, procs=None)
+        base = await settled(procs.agents, procs=None)
         out = [await idle(procs, min(args.seconds, 10.0))]
         print(row(out[-1], out), flush=True)
         for n in args.sessions:
@@ -325,7 +336,7 @@ async def measure(stack: Stack, procs: Processes, args: argparse.Namespace) -> l
                 break
             print(row(out[-1], out), flush=True)
             print(f"  glass-to-glass, ms: {sorted(round(1000 * g) for g in out[-1].g2g)}")
-            await settled(procs.agent, procs=base)
+            await settled(procs.agents, procs=base)
         return out
     finally:
         landmarker.close()
@@ -376,6 +387,7 @@ def label_block(label: str, rows: list[Measured], args: argparse.Namespace, note
     flags = (
         f"--label {label} --sessions {','.join(map(str, args.sessions))} "
         f"--seconds {args.seconds:g} --warmup {args.warmup:g} --watch {args.watch}"
+        f"{f' --workers {args.workers}' if args.workers != 1 else ''}"
         f"{''.join(f' --env {name}={value}' for name, value in args.env)}"
     )
     lines = [
@@ -389,7 +401,8 @@ def label_block(label: str, rows: list[Measured], args: argparse.Namespace, note
         f"(load average {min(loads):.1f}-{max(loads):.1f} during the run; their CPU is the "
         "'other load' column). Warp renderer, 512x512 at 25 fps, "
         f"{dict(args.env).get('ATLAS_AGENT_VIDEO_CODEC', 'vp8').upper()}, livekit-server on "
-        f"loopback; {args.watch} stream(s) watched per N.",
+        f"loopback; {args.watch} stream(s) watched per N; {args.workers} agent worker(s), "
+        f"sessions as {args.executor}s.",
         "",
         HEADER,
         *(row(m, rows) for m in rows),
@@ -405,16 +418,18 @@ def label_block(label: str, rows: list[Measured], args: argparse.Namespace, note
 
 
 def merged_body(old: str | None, label: str, block: str) -> str:
-    """The section's body: the intro, then one block per label; `block` replaces its label's
-    block where there is one (in place) or comes last; other labels' blocks are kept as they
-    were."""
-    blocks = [m.group(0) for m in BLOCK.finditer(old or "")]
-    ours = f"<!-- capacity:{label}:start -->"
-    if any(b.startswith(ours) for b in blocks):
-        blocks = [block if b.startswith(ours) else b for b in blocks]
-    else:
-        blocks.append(block)
-    return "\n\n".join([INTRO, *blocks])
+    """The section's body with `block` in it: in place of its label's block where there is one,
+    else last. Everything else (the intro, other labels' blocks, notes written by hand between
+    them) is kept as it was."""
+    if not old or not old.strip():
+        return f"{INTRO}\n\n{block}"
+    ours = re.compile(
+        rf"<!-- capacity:{re.escape(label)}:start -->\n.*?<!-- capacity:{re.escape(label)}:end -->",
+        re.S,
+    )
+    if ours.search(old):
+        return ours.sub(lambda _: block, old, count=1)
+    return f"{old.rstrip()}\n\n{block}"
 
 
 INTRO = (
@@ -438,24 +453,27 @@ def git_commit() -> str:
 
 def run(args: argparse.Namespace) -> list[Measured]:
     most = max(args.sessions)
+    streams = -(-most // args.workers)  # each worker's share of the most sessions, rounded up
     with tempfile.TemporaryDirectory() as tmp:
         server, sfu = start_livekit_server(Path(tmp))
         try:
             stack = start_stack(
                 Path(tmp),
                 server,
+                workers=args.workers,
                 api_env={
                     "ATLAS_REALTIME_CAPACITY": str(most),
                     # a create may wait for a job process to start on a busy machine: the
                     # bench measures sessions, not admission under load
                     "ATLAS_REALTIME_JOIN_TIMEOUT_S": str(JOIN_LIMIT_S),
                 },
-                ATLAS_AGENT_MAX_STREAMS=str(most),
+                ATLAS_AGENT_MAX_STREAMS=str(streams),
                 ATLAS_AGENT_JOB_EXECUTOR=args.executor,
                 **dict(args.env),
             )
             try:
-                procs = Processes(agent=stack.workers[0].pid, sfu=sfu.pid, api=stack.api_proc.pid)
+                agents = [worker.pid for worker in stack.workers]
+                procs = Processes(agents=agents, sfu=sfu.pid, api=stack.api_proc.pid)
                 return asyncio.run(measure(stack, procs, args))
             finally:
                 stack.stop()
@@ -488,6 +506,12 @@ def main() -> None:
         "--stable", type=float, default=10.0, help="agent process count still before speech"
     )
     parser.add_argument("--watch", type=int, default=2, help="streams the client decodes")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="agent workers (processes) sharing the sessions; the agent columns sum them",
+    )
     parser.add_argument(
         "--executor",
         choices=["thread", "process"],

@@ -30,6 +30,16 @@ def test_a_run_replaces_its_own_label_and_keeps_the_others() -> None:
     assert merged_body(again, "after", block("after", "| 1 | 0.12 |")) == again
 
 
+def test_text_written_by_hand_between_blocks_is_kept() -> None:
+    first = merged_body(None, "before", block("before", "| 1 | 0.30 |"))
+    noted = first.replace(INTRO, f"{INTRO}\n\n**Summary.** what the blocks say")
+    noted += "\n\nA note under the before block."
+    after = merged_body(noted, "after", block("after", "| 1 | 0.12 |"))
+    again = merged_body(after, "before", block("before", "| 1 | 0.31 |"))
+    assert "**Summary.** what the blocks say" in again
+    assert "A note under the before block." in again and "0.31" in again and "0.30" not in again
+
+
 def test_a_process_tree_is_read_with_its_children_cpu_and_memory() -> None:
     me = os.getpid()
     child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
