@@ -16,6 +16,9 @@ from prometheus_client import Counter, Gauge, Histogram
 # Render and conversion times are a few ms on a CPU; a frame interval is 40 ms at 25 fps.
 _FRAME_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.5)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+# A speech start waits for its first frame's audio slice and lookahead (~50 ms at 25 fps), then
+# for the render thread.
+_START_BUCKETS = (0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +30,7 @@ class WorkerMetrics:
     render_seconds: Histogram
     convert_seconds: Histogram
     audio_underruns: Counter
+    speech_start_seconds: Histogram
     batch_size: Histogram
     batch_seconds: Histogram
     models_loaded: Gauge
@@ -58,6 +62,12 @@ def worker_metrics() -> WorkerMetrics:
         ),
         audio_underruns=Counter(
             "atlas_agent_audio_underruns", "Times the published audio ran dry inside speech"
+        ),
+        speech_start_seconds=Histogram(
+            "atlas_agent_speech_start_seconds",
+            "From a speech segment's first audio reaching the renderer (from rest) to its first "
+            "speech frame leaving it",
+            buckets=_START_BUCKETS,
         ),
         batch_size=Histogram(
             "atlas_agent_batch_size",

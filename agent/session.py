@@ -62,6 +62,7 @@ class SessionSummary:
     interruptions: int
     segments: int
     face_swaps: int
+    speech_start_p50_ms: float | None = None  # the agent's share of a reply's latency
 
     def log_extra(self) -> dict[str, Any]:
         return {
@@ -77,6 +78,9 @@ class SessionSummary:
             "interruptions": self.interruptions,
             "segments": self.segments,
             "face_swaps": self.face_swaps,
+            "speech_start_p50_ms": None
+            if self.speech_start_p50_ms is None
+            else round(self.speech_start_p50_ms, 1),
         }
 
 
@@ -225,6 +229,7 @@ class LiveSession:
                 interruptions=stats.interruptions,
                 segments=stats.segments,
                 face_swaps=self.face_swaps,
+                speech_start_p50_ms=stats.speech_start_p50_ms,
             )
             logger.info("session summary", extra=self._summary.log_extra())
             self._ended.set()

@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import statistics
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import cv2
@@ -114,6 +115,13 @@ class GeneratorStats:
     # frame leaves when the runner asks for it, and what left before plays out in real time
     audio_underruns: int = 0
     audio_underrun_ms: float = 0.0
+    # per segment started from rest: ms from its first audio reaching the generator to its first
+    # speech frame leaving it (the agent's own share of glass-to-glass latency)
+    speech_start_ms: list[float] = field(default_factory=list)
+
+    @property
+    def speech_start_p50_ms(self) -> float | None:
+        return statistics.median(self.speech_start_ms) if self.speech_start_ms else None
 
 
 class LipSyncVideoGenerator(VideoGenerator):
@@ -145,6 +153,8 @@ class LipSyncVideoGenerator(VideoGenerator):
         self._segment_open = False
         self._epoch = 0  # bumped by every clear: frames rendered before it lose their audio
         self._audio_dry_at: float | None = None  # when the segment's audio sent so far runs out
+        self._speaking = False  # the last frame out was speech
+        self._speech_audio_at: float | None = None  # when a segment's audio came, from rest
         self._closed = False
         self._iterating = False
         self._metrics = metrics
@@ -197,6 +207,8 @@ class LipSyncVideoGenerator(VideoGenerator):
             if frame.samples_per_channel == 0:
                 return
             pcm = np.frombuffer(frame.data, dtype=np.int16).copy()
+            if not self._segment_open and not self._speaking and self._speech_audio_at is None:
+                self._speech_audio_at = self._clock.now()
             self._segment_open = True
             await self._call(self._push_pcm, pcm, frame.sample_rate, frame.num_channels)
         self._audio_arrived.set()
@@ -206,6 +218,7 @@ class LipSyncVideoGenerator(VideoGenerator):
         self._epoch += 1
         self._segment_open = False
         self._audio_dry_at = None
+        self._speech_audio_at = None
         self.stats.interruptions += 1
         self._audio_arrived.set()
         if not self._closed:
@@ -335,6 +348,10 @@ class LipSyncVideoGenerator(VideoGenerator):
                     yield AudioSegmentEnd()
 
     def _count_frame(self, speech: bool) -> None:
+        self._speaking = speech
+        if speech and self._speech_audio_at is not None:
+            self._count_speech_start(self._clock.now() - self._speech_audio_at)
+            self._speech_audio_at = None
         self.stats.frames += 1
         if speech:
             self.stats.speech_frames += 1
@@ -342,6 +359,11 @@ class LipSyncVideoGenerator(VideoGenerator):
             self.stats.idle_frames += 1
         if self._metrics is not None:
             self._metrics.frames.labels(kind="speech" if speech else "idle").inc()
+
+    def _count_speech_start(self, seconds: float) -> None:
+        self.stats.speech_start_ms.append(seconds * 1000)
+        if self._metrics is not None:
+            self._metrics.speech_start_seconds.observe(seconds)
 
     def _fail(self, exc: BaseException) -> None:
         """The pipeline cannot go on: stop, and tell whoever listens (the session ends with

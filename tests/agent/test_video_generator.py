@@ -298,3 +298,30 @@ async def test_a_render_error_stops_the_stream_and_is_reported(
     assert late == [boom]
     await gen.push_audio(AudioSegmentEnd())  # closed: ignored, no error
     await gen.aclose()
+
+
+async def test_speech_start_is_timed_from_rest_only(
+    generator: LipSyncVideoGenerator,
+    speech24k: np.ndarray,
+    options: RendererOptions,
+    clock: FakeClock,
+) -> None:
+    """From a segment's first audio (the avatar at rest) to its first speech frame out: the
+    agent's share of a reply's latency. A segment queued behind another is not timed: its
+    wait is the first one's speech, not latency."""
+    rate = options.sample_rate
+    it = generator.__aiter__()
+    await take_video(it, 3)  # at rest
+    await push(generator, speech24k[:rate], rate, end=True)
+    await clock.advance(0.07)
+    await take_video(it, 3)  # speaking
+    await push(generator, speech24k[rate : 2 * rate], rate, end=True)  # queued behind it
+    await take_until_segment_ends(it, 2)
+    assert generator.stats.speech_start_ms == [pytest.approx(70.0)]
+
+    await take_video(it, 5)  # at rest again
+    await push(generator, speech24k[:rate], rate, end=True)
+    await clock.advance(0.03)
+    await take_until_segment_ends(it, 1)
+    assert generator.stats.speech_start_ms == [pytest.approx(70.0), pytest.approx(30.0)]
+    assert generator.stats.speech_start_p50_ms == pytest.approx(50.0)
