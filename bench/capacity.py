@@ -21,7 +21,8 @@ After `--warmup` s of speech, a steady window of `--seconds` s, measured from /p
 - on watched streams: fps received, late frames (a gap over 1.5 frame intervals), and
   glass-to-glass: from each sent onset to the first received frame with the mouth open
   (bench/realtime_e2e.py's detector; the resting mouth is read in the last 0.5 s before each
-  onset).
+  onset); of which in the agent: the median over sessions of each one's `speech_start_p50_ms`
+  (its summary: a segment's first audio at the renderer to its first speech frame out).
 
 Writes the `capacity` section of BENCHMARKS.md: one block per `--label` (e.g. before, after);
 a run replaces its own label's block and keeps the others.
@@ -39,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,8 @@ class Measured:
     late: list[float]
     g2g: list[float]
     threads: dict[str, float]
+    # each session's speech_start_p50_ms from its summary: the agent's share of glass-to-glass
+    agent_start_ms: list[float] = field(default_factory=list)
 
     @property
     def other_cores(self) -> float:
@@ -210,6 +213,7 @@ async def one_round(
             await viewer.leave()
         for session in sessions:
             await stack.delete_session(session["session_id"])
+    agent_starts = [await agent_speech_start_ms(stack, s["session_id"]) for s in sessions]
     t0, t1 = start["agent"].at, end["agent"].at
     fps, late, g2g = [], [], []
     for viewer, taken in zip(viewers[:watched], sent[:watched], strict=True):
@@ -234,7 +238,14 @@ async def one_round(
         late=late,
         g2g=g2g,
         threads=procfs.cores_by_thread(start["agent"], end["agent"]),
+        agent_start_ms=[ms for ms in agent_starts if ms is not None],
     )
+
+
+async def agent_speech_start_ms(stack: Stack, session_id: str) -> float | None:
+    summary = await stack.session_summary(session_id)
+    value = summary.get("speech_start_p50_ms")
+    return None if value is None else float(value)
 
 
 def agents_tree(agents: list[int]) -> list[int]:
@@ -347,8 +358,8 @@ async def measure(stack: Stack, procs: Processes, args: argparse.Namespace) -> l
 HEADER = (
     "| sessions | agent cores / session | agent cores | agent PSS MB | PSS MB / added session "
     "| agent processes | SFU cores | client cores | other load, cores | fps watched | "
-    "late frames | glass-to-glass p50 (onsets) |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "late frames | glass-to-glass p50 (onsets) | of which in the agent, p50 |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -365,10 +376,11 @@ def row(m: Measured, rows: list[Measured]) -> str:
     fps = ", ".join(f"{f:.1f}" for f in m.fps) or "-"
     late = ", ".join(f"{100 * lt:.1f}%" for lt in m.late) or "-"
     g2g = f"{1000 * float(np.median(m.g2g)):.0f} ms ({len(m.g2g)})" if m.g2g else "-"
+    start = f"{float(np.median(m.agent_start_ms)):.0f} ms" if m.agent_start_ms else "-"
     return (
         f"| {made if m.sessions else 'idle'} | {per} | {m.agent_cores:.2f} | "
         f"{m.agent_pss_mb:.0f} | {added_pss(m, rows)} | {m.agent_procs} | {m.sfu_cores:.2f} | "
-        f"{m.client_cores:.2f} | {m.other_cores:.2f} | {fps} | {late} | {g2g} |"
+        f"{m.client_cores:.2f} | {m.other_cores:.2f} | {fps} | {late} | {g2g} | {start} |"
     )
 
 
