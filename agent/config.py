@@ -86,6 +86,9 @@ class AgentSettings(BaseSettings):
     # of a session's CPU, off the CPU; "auto" picks a hardware encoder when the SDK finds one.
     agent_video_codec: Literal["vp8", "h264", "vp9", "av1"] = "vp8"
     agent_video_encoder: Literal["auto", "software", "hardware", "nvenc", "vaapi"] = "auto"
+    # The ceiling of the avatar's video bitrate (bits/s); WebRTC's congestion control goes below
+    # it on a weak link. 2 Mbps carries a 512² face at 25 fps with no visible blocking.
+    agent_video_max_bitrate: int = Field(default=2_000_000, ge=100_000, le=20_000_000)
 
     # -- rendering: the renderer's own ATLAS_RENDERER_* settings (renderer_options below) -------
 

@@ -49,14 +49,19 @@ ENCODERS = {
 
 @dataclass(frozen=True, slots=True)
 class VideoPublishing:
-    """How the avatar's video is encoded (ATLAS_AGENT_VIDEO_CODEC / _ENCODER)."""
+    """How the avatar's video is encoded (ATLAS_AGENT_VIDEO_CODEC, _ENCODER, _MAX_BITRATE)."""
 
     codec: str = "vp8"
     encoder: str = "auto"
+    max_bitrate: int = VIDEO_MAX_BITRATE
 
 
 def video_publishing(settings: AgentSettings) -> VideoPublishing:
-    return VideoPublishing(codec=settings.agent_video_codec, encoder=settings.agent_video_encoder)
+    return VideoPublishing(
+        codec=settings.agent_video_codec,
+        encoder=settings.agent_video_encoder,
+        max_bitrate=settings.agent_video_max_bitrate,
+    )
 
 
 def video_publish_options(
@@ -68,7 +73,7 @@ def video_publish_options(
         simulcast=False,
         video_codec=CODECS[publishing.codec],
         video_encoder=ENCODERS[publishing.encoder],
-        video_encoding=rtc.VideoEncoding(max_bitrate=VIDEO_MAX_BITRATE, max_framerate=fps),
+        video_encoding=rtc.VideoEncoding(max_bitrate=publishing.max_bitrate, max_framerate=fps),
         degradation_preference=KEEP_FRAMERATE_AND_RESOLUTION,
         stream=AVATAR_STREAM,
     )

@@ -32,14 +32,17 @@ def test_video_is_one_layer_that_keeps_resolution_and_frame_rate() -> None:
     # VP8 unless the operator picks otherwise: every browser decodes it
     assert options.video_codec == rtc.VideoCodec.VP8
     assert options.video_encoder == rtc.VideoEncoderBackend.ENCODER_BACKEND_AUTO
+    assert options.video_encoding.max_bitrate == 2_000_000
 
 
-def test_the_operator_picks_the_codec_and_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_operator_picks_the_codec_encoder_and_bitrate(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ATLAS_AGENT_VIDEO_CODEC", "h264")
     monkeypatch.setenv("ATLAS_AGENT_VIDEO_ENCODER", "nvenc")
+    monkeypatch.setenv("ATLAS_AGENT_VIDEO_MAX_BITRATE", "800000")
     publishing = video_publishing(AgentSettings())
-    assert publishing == VideoPublishing(codec="h264", encoder="nvenc")
+    assert publishing == VideoPublishing(codec="h264", encoder="nvenc", max_bitrate=800_000)
     options = video_publish_options(25, publishing)
+    assert options.video_encoding.max_bitrate == 800_000
     assert options.video_codec == rtc.VideoCodec.H264
     assert options.video_encoder == rtc.VideoEncoderBackend.ENCODER_BACKEND_NVENC
     assert options.simulcast is False
