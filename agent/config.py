@@ -27,6 +27,8 @@ from renderer.settings import load_renderer_options
 #   frame spends sync margin and buys no measurable audio.
 # - glass-to-glass medians overlap (1 frame 160-220 ms, 2 frames 170-240 ms).
 SYNC_QUEUE_FRAMES = 1
+# The avatar video's bitrate ceiling by default (bits/s): a 512² face at 25 fps, no blocking.
+VIDEO_MAX_BITRATE = 2_000_000
 
 AGENT_NAME = "atlas-avatar"
 
@@ -87,8 +89,8 @@ class AgentSettings(BaseSettings):
     agent_video_codec: Literal["vp8", "h264", "vp9", "av1"] = "vp8"
     agent_video_encoder: Literal["auto", "software", "hardware", "nvenc", "vaapi"] = "auto"
     # The ceiling of the avatar's video bitrate (bits/s); WebRTC's congestion control goes below
-    # it on a weak link. 2 Mbps carries a 512² face at 25 fps with no visible blocking.
-    agent_video_max_bitrate: int = Field(default=2_000_000, ge=100_000, le=20_000_000)
+    # it on a weak link.
+    agent_video_max_bitrate: int = Field(default=VIDEO_MAX_BITRATE, ge=100_000, le=20_000_000)
 
     # -- rendering: the renderer's own ATLAS_RENDERER_* settings (renderer_options below) -------
 

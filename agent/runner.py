@@ -14,16 +14,16 @@ from livekit.agents.voice.avatar import (
 )
 
 from agent.clock import Clock
-from agent.config import SYNC_QUEUE_FRAMES, AgentSettings
+from agent.config import SYNC_QUEUE_FRAMES, VIDEO_MAX_BITRATE, AgentSettings
 from agent.playback import PlaybackGuard
 from agent.protocol_receiver import ProtocolAudioReceiver
 from agent.video_generator import LipSyncVideoGenerator
 
 # What the avatar's video is published as. One 512x512 layer (no simulcast: a viewer of a
 # talking face wants the face, and the lower layers cost encoder time on a busy CPU), a bitrate
-# that carries a face at 25 fps, and "keep both": under load WebRTC's default (balanced) first
-# halves the resolution and drops to ~19 fps, which e2e scenario 1 caught.
-VIDEO_MAX_BITRATE = 2_000_000
+# that carries a face at 25 fps (config.VIDEO_MAX_BITRATE), and "keep both": under load
+# WebRTC's default (balanced) first halves the resolution and drops to ~19 fps, which e2e
+# scenario 1 caught.
 KEEP_FRAMERATE_AND_RESOLUTION = cast(
     Any, rtc.DegradationPreference.MAINTAIN_FRAMERATE_AND_RESOLUTION.value
 )
