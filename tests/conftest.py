@@ -3,7 +3,9 @@ real LiveKit server for the tests that need one."""
 
 from __future__ import annotations
 
+import ast
 import json
+import threading
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,29 @@ import pytest
 from tests.livekit_server import LiveKitServer, start_livekit_server, stop
 from tests.paths import FIXTURES
 from tests.processes import Procs
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    serialize_ast_parse()
+
+
+def serialize_ast_parse() -> None:
+    """CPython 3.11 keeps one AST-building depth counter for all threads (python/cpython#106905):
+    two threads in `ast.parse` at once (pytest formatting a failure, a library thread formatting
+    a traceback) can raise `SystemError: AST constructor recursion depth mismatch`, which ended a
+    loaded run as an INTERNALERROR and lost its failure reports. One lock makes the calls take
+    turns; reentrant, because a GC callback inside a parse may parse again on the same thread."""
+    parse = ast.parse
+    if getattr(parse, "serialized", False):
+        return
+    lock = threading.RLock()
+
+    def serialized_parse(*args: object, **kwargs: object) -> ast.AST:
+        with lock:
+            return parse(*args, **kwargs)  # type: ignore[arg-type]
+
+    serialized_parse.serialized = True  # type: ignore[attr-defined]
+    ast.parse = serialized_parse  # type: ignore[assignment]
 
 
 @pytest.fixture(scope="session")
