@@ -9,6 +9,12 @@ machine, session create latency. Writes the `realtime-e2e` section of BENCHMARKS
 - sessions per machine: n concurrent passthrough sessions (n = 1..max), each client speaking;
   received fps and late frames (a gap over 1.5 frame intervals) per session; the largest n at
   which every session receives >= 24.5 fps with < 1% late frames;
+- face swap: a PATCH with a new face mid-speech (tests/e2e/face_swap.py), `--swaps` times:
+  from the PATCH's answer to the first received frame with the new face, and the largest gap
+  between received frames from 1 s before the PATCH to 3 s after;
+- a neighbour's failure: two speaking sessions in one worker, one fails mid-speech on cue
+  (tests/e2e/neighbour_failure.py), `--failures` times: the largest gap between the other
+  session's received frames from the cue on (target: none over 200 ms), and before the cue;
 - create: POST /v1/realtime/session (multipart face) until the response, which includes the
   wait for the worker to join; p50 and p99 over `--creates` sessions, each deleted at once.
 """
@@ -28,11 +34,14 @@ import numpy as np
 from bench.report import write_section
 from renderer.landmarks import FaceLandmarker
 from tests.e2e import media
-from tests.e2e.stack import Stack, speak_in_every_session, start_stack
-from tests.livekit_server import start_livekit_server, stop
+from tests.e2e.face_swap import gap_across, swap_mid_speech, tilts
+from tests.e2e.neighbour_failure import neighbour_failure, start_faulty_stack
+from tests.e2e.stack import Stack, poll, speak_in_every_session, start_stack
+from tests.livekit_server import LiveKitServer, start_livekit_server, stop
 
 OPEN_ABOVE_REST = 0.08  # inner-lip gap / mouth width above the resting value: "open"
 JOIN_LIMIT_S = 180.0
+NEIGHBOUR_SLOT = "<neighbour failures>"  # filled in from their own stack
 
 
 async def latency(stack: Stack, repeats: int) -> list[float]:
@@ -110,6 +119,50 @@ def fps_and_late(arrivals: list[float]) -> tuple[float, float]:
     return fps, float(np.mean(gaps > 1.5 / media.FPS)) if gaps.size else 1.0
 
 
+async def face_swaps(stack: Stack, count: int) -> tuple[list[float], list[float]]:
+    """(new face shown after the PATCH answered, largest gap across the swap) of each swap."""
+    shown, gaps = [], []
+    for _ in range(count):
+        swap = await swap_mid_speech(stack)
+        first = tilts(swap).first_new()
+        if first is not None:
+            shown.append(first - swap.answered)
+        gaps.append(gap_across(swap))
+    return shown, gaps
+
+
+async def neighbour_failures(
+    tmp: Path, server: LiveKitServer, count: int
+) -> list[tuple[float, float]]:
+    """(largest gap beside the failure, largest gap before it) in the other session, each run."""
+    cue = tmp / "fail-cue"
+    stack, worker = start_faulty_stack(tmp, server, cue)
+    out = []
+    try:
+        for _ in range(count):
+            async with neighbour_failure(stack, cue) as failure:
+                out.append((failure.gap_beside(), failure.gap_before()))
+
+            async def drained() -> bool:
+                return stack.metrics(worker)["atlas_agent_sessions_live"] == 0.0
+
+            await poll(drained, limit_s=JOIN_LIMIT_S, what="both sessions over")
+    finally:
+        stack.stop()
+    return out
+
+
+def neighbour_line(runs: list[tuple[float, float]]) -> str:
+    beside = [b for b, _ in runs]
+    before = [b for _, b in runs]
+    return (
+        f"- **A neighbour's failure** (one of two sessions in one worker fails mid-speech), "
+        f"{len(runs)} runs: the other stream's largest gap from the failure on "
+        f"p50 **{1000 * pct(beside, 50):.0f} ms** (max {1000 * pct(beside, 100):.0f}; "
+        f"target 200), before it p50 {1000 * pct(before, 50):.0f} ms."
+    )
+
+
 async def creates(stack: Stack, count: int) -> list[float]:
     times = []
     for _ in range(count):
@@ -136,6 +189,7 @@ async def run(stack: Stack, args: argparse.Namespace) -> str:
         fps = ", ".join(f"{f:.1f}" for f, _ in result)
         late = ", ".join(f"{100 * lt:.1f}%" for _, lt in result)
         rows.append(f"| {n} | {fps} | {late} | {'yes' if ok else 'no'} |")
+    shown, gaps = await face_swaps(stack, args.swaps)
     made = await creates(stack, args.creates)
     return "\n".join(
         [
@@ -148,6 +202,12 @@ async def run(stack: Stack, args: argparse.Namespace) -> str:
             f"p95 {1000 * pct(lat, 95):.0f} ms.",
             "- **Sessions per machine** at >= 24.5 fps received with < 1% late frames: "
             f"**{best}**.",
+            f"- **Face swap** mid-speech, {len(gaps)} swaps ({len(shown)} showed the new face): "
+            f"new face p50 **{1000 * pct(shown, 50):.0f} ms** after the PATCH answered "
+            f"(max {1000 * pct(shown, 100):.0f}); largest gap between "
+            f"received frames across it p50 {1000 * pct(gaps, 50):.0f} ms "
+            f"(max {1000 * pct(gaps, 100):.0f}).",
+            NEIGHBOUR_SLOT,
             f"- **Session create** (until the worker joined), {len(made)} creates: "
             f"p50 {1000 * pct(made, 50):.0f} ms, p99 **{1000 * pct(made, 99):.0f} ms**.",
             "",
@@ -163,6 +223,8 @@ def main() -> None:
     parser.add_argument("--max-sessions", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=12)
     parser.add_argument("--creates", type=int, default=30)
+    parser.add_argument("--swaps", type=int, default=5)
+    parser.add_argument("--failures", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         server, proc = start_livekit_server(Path(tmp))
@@ -177,12 +239,17 @@ def main() -> None:
                 body = asyncio.run(run(stack, args))
             finally:
                 stack.stop()
+            print(body)
+            faulty = Path(tmp) / "faulty"
+            faulty.mkdir()
+            failures = asyncio.run(neighbour_failures(faulty, server, args.failures))
+            body = body.replace(NEIGHBOUR_SLOT, neighbour_line(failures))
         finally:
             stop(proc)
     command = "bash scripts/services.sh run .venv/bin/python -m bench.realtime_e2e " + (
-        f"--max-sessions {args.max_sessions} --repeats {args.repeats} --creates {args.creates}"
+        f"--max-sessions {args.max_sessions} --repeats {args.repeats} --creates {args.creates} "
+        f"--swaps {args.swaps} --failures {args.failures}"
     )
-    print(body)
     print(write_section("realtime-e2e", "Realtime end to end", f"Command: `{command}`\n\n{body}"))
 
 
