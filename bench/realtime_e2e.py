@@ -201,7 +201,9 @@ async def run(stack: Stack, args: argparse.Namespace) -> str:
             f"mouth open), {len(lat)} onsets: p50 **{1000 * pct(lat, 50):.0f} ms**, "
             f"p95 {1000 * pct(lat, 95):.0f} ms.",
             "- **Sessions per machine** at >= 24.5 fps received with < 1% late frames: "
-            f"**{best}**.",
+            f"**{best}**. One Python client here receives and decodes every stream on the "
+            "same 2 cores, and can drop frames itself (its SDK logs 'video stream queue "
+            "overflow'); bench/capacity.py, watching one or two, is the capacity figure.",
             f"- **Face swap** mid-speech, {len(gaps)} swaps ({len(shown)} showed the new face): "
             f"new face p50 **{1000 * pct(shown, 50):.0f} ms** after the PATCH answered "
             f"(max {1000 * pct(shown, 100):.0f}); largest gap between "
