@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -57,6 +59,13 @@ class RateLimiter:
 
     async def aclose(self) -> None:
         if isinstance(self._storage, MemoryStorage):
+            # stop the library's expiry sweep first: one still running when the keys are reset
+            # dies with a KeyError that nobody retrieves
+            sweep = self._storage.timer
+            if sweep is not None and not sweep.done():
+                sweep.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweep
             await self._storage.reset()
         else:
             bridge = getattr(self._storage, "bridge", None)
