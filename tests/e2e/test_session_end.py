@@ -1,7 +1,7 @@
 """Scenarios 4, 5 and 7: how a session ends, seen from the client, the API and LiveKit.
 
-4. DELETE: the avatar leaves and the room is deleted (RoomService.ListRooms) within 2 s; GET
-   shows `ended` with the duration and `estimated_cost`.
+4. DELETE: the room is deleted (RoomService.ListRooms) by the time DELETE answers, and the
+   avatar leaves; GET shows `ended` with the duration and `estimated_cost`.
 5. max_duration: the session ends at the cap (within 2 s), the client is disconnected, and the
    room is gone.
 7. failure: a job the worker cannot start (conversation mode, no provider keys): the room is
@@ -21,8 +21,7 @@ from tests.e2e.stack import Stack, poll
 
 JOIN_LIMIT_S = 90.0  # hang guards
 END_LIMIT_S = 30.0
-ROOM_GONE_S = 2.0  # the issue's thresholds
-CAP_TOLERANCE_S = 2.0
+CAP_TOLERANCE_S = 2.0  # the issue's threshold
 
 
 async def joined_viewer(session: dict[str, str]) -> media.Viewer:
@@ -32,16 +31,6 @@ async def joined_viewer(session: dict[str, str]) -> media.Viewer:
     return viewer
 
 
-async def room_gone_after(stack: Stack, room: str, since: float) -> float:
-    """Seconds from `since` until ListRooms no longer lists `room`."""
-
-    async def gone() -> bool:
-        return not await stack.room_exists(room)
-
-    await poll(gone, limit_s=END_LIMIT_S, what=f"{room} deleted", step_s=0.05)
-    return time.monotonic() - since
-
-
 async def test_delete_ends_the_session_and_deletes_the_room(stack: Stack) -> None:
     created = await stack.create_session(mode="passthrough")
     assert created.status_code == 200, created.text
@@ -49,11 +38,11 @@ async def test_delete_ends_the_session_and_deletes_the_room(stack: Stack) -> Non
     viewer = await joined_viewer(session)
     try:
         assert viewer.agent() is not None
-        asked = time.monotonic()
         ended = await stack.delete_session(session["session_id"])
         assert ended.status_code == 200, ended.text
-        took = await room_gone_after(stack, session["room"], asked)
-        assert took <= ROOM_GONE_S, f"room deleted {took:.2f} s after DELETE"
+        # the API deletes the room before it answers: stricter than the issue's "within 2 s",
+        # and no clock to race
+        assert not await stack.room_exists(session["room"]), "the room outlived the DELETE"
         await asyncio.wait_for(viewer.disconnected.wait(), END_LIMIT_S)  # the avatar left too
     finally:
         await viewer.leave()
