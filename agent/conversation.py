@@ -11,8 +11,10 @@ the TTS filling a queue. The greeting waits until someone has subscribed to the 
 so neither its words nor its transcript go into an empty room.
 
 Room I/O stays livekit-agents' own: the client's microphone in, transcriptions out, text chat
-in on the standard `lk.chat` text stream. On top, a data packet
-`{"type": "speak", "text": "..."}` makes the avatar say the text as-is.
+in on the standard `lk.chat` text stream. On top, data packets from the client:
+`{"type": "speak", "text": "..."}` makes the avatar say the text as-is, and
+`{"type": "interrupt"}` stops what it is saying (a "stop" button: the same as the user talking
+over it).
 """
 
 from __future__ import annotations
@@ -197,7 +199,7 @@ class Conversation:
         self.session.say(greeting)
 
     def listen_for_speak(self, room: rtc.Room) -> None:
-        """Say the text of `{"type": "speak", "text": ...}` data packets from the room."""
+        """Follow the room's `speak` and `interrupt` data packets."""
         self._room = room
         room.on("data_received", self._on_data_received)
 
@@ -205,11 +207,21 @@ class Conversation:
         """Say `text` as-is (no LLM)."""
         self.session.say(text[:MAX_SPEAK_CHARS])
 
+    def interrupt(self) -> None:
+        """Stop the speech playing now (and the reply being generated), as a barge-in does."""
+        try:
+            self.session.interrupt()
+        except RuntimeError as exc:  # not running, or a speech that may not be interrupted
+            logger.info("interrupt ignored", extra={"reason": str(exc)})
+
     def _on_data_received(self, packet: rtc.DataPacket) -> None:
-        text = parse_speak_message(packet.data)
-        if text is not None:
-            logger.info("speak message received", extra={"chars": len(text)})
-            self.speak(text)
+        message = parse_client_message(packet.data)
+        if isinstance(message, Speak):
+            logger.info("speak message received", extra={"chars": len(message.text)})
+            self.speak(message.text)
+        elif isinstance(message, Interrupt):
+            logger.info("interrupt message received")
+            self.interrupt()
 
     async def aclose(self) -> None:
         await self._tasks.aclose()
@@ -225,15 +237,28 @@ def _voice_publication(room: rtc.Room) -> rtc.LocalTrackPublication | None:
     return None
 
 
-def parse_speak_message(data: bytes) -> str | None:
-    """The text of a `{"type": "speak", "text": ...}` packet, or None for anything else."""
+@dataclass(frozen=True, slots=True)
+class Speak:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Interrupt:
+    pass
+
+
+def parse_client_message(data: bytes) -> Speak | Interrupt | None:
+    """A `{"type": "speak", "text": ...}` or `{"type": "interrupt"}` packet; None for anything
+    else (other apps' packets share the room)."""
     try:
         message = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
-    if not isinstance(message, dict) or message.get("type") != "speak":
+    if not isinstance(message, dict):
         return None
+    if message.get("type") == "interrupt":
+        return Interrupt()
     text = message.get("text")
-    if not isinstance(text, str) or not text.strip():
+    if message.get("type") != "speak" or not isinstance(text, str) or not text.strip():
         return None
-    return text
+    return Speak(text)

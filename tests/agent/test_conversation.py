@@ -16,11 +16,13 @@ from livekit.agents.voice.io import PlaybackFinishedEvent
 from agent.config import AgentSettings
 from agent.conversation import (
     Conversation,
+    Interrupt,
     MissingProviderKeysError,
     Providers,
+    Speak,
     check_conversation_keys,
     default_providers,
-    parse_speak_message,
+    parse_client_message,
 )
 from agent.metadata import SessionOptions
 from agent.runner import create_guarded_runner
@@ -52,10 +54,11 @@ def test_missing_keys_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
     check_conversation_keys(AgentSettings())
 
 
-def test_speak_messages_are_parsed_strictly() -> None:
-    assert parse_speak_message(b'{"type":"speak","text":"hi"}') == "hi"
+def test_client_messages_are_parsed_strictly() -> None:
+    assert parse_client_message(b'{"type":"speak","text":"hi"}') == Speak("hi")
+    assert parse_client_message(b'{"type":"interrupt"}') == Interrupt()
     for bad in (b"hi", b'{"type":"chat","text":"hi"}', b'{"type":"speak"}', b"\xff", b"[]"):
-        assert parse_speak_message(bad) is None
+        assert parse_client_message(bad) is None
 
 
 async def eventually(predicate: Callable[[], bool]) -> None:
@@ -120,7 +123,8 @@ async def test_reply_speak_and_interruption(face: FaceAsset, options: RendererOp
         assert fake_tts.texts[-1] == text and not event.interrupted
         assert generator.stats.segments == 2
 
-        # 3. an interruption mid-reply clears the renderer and reports interrupted=True
+        # 3. an interrupt packet mid-reply (the client's "stop") clears the renderer and
+        # reports interrupted=True
         video = next(
             p.track
             for p in room.local_participant.published
@@ -140,7 +144,9 @@ async def test_reply_speak_and_interruption(face: FaceAsset, options: RendererOp
         playing.clear()
         conversation.speak("A long answer that will be cut off by the user. " * 4)
         await asyncio.wait_for(playing.wait(), HANG_S)  # the avatar is saying it
-        conversation.session.interrupt()
+        room.receive_data(
+            json.dumps({"type": "interrupt"}).encode(), sender="user-ses_test00000000"
+        )
         event = await asyncio.wait_for(finished.get(), HANG_S)
         assert event.interrupted
         assert generator.stats.interruptions >= 1  # the session may clear more than once

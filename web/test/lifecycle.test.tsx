@@ -183,6 +183,13 @@ describe("upstream semantics", () => {
     expect(room.sentText).toEqual([{ text: "What time is it?", topic: "lk.chat" }]);
   });
 
+  it("interrupt tells a conversation agent to stop its reply", async () => {
+    const { latest, room } = await connected();
+    latest().interrupt();
+    await settle();
+    expect(room.sentData).toEqual([{ type: "interrupt" }]);
+  });
+
   it("agent turns have role agent; disconnect ends in disconnected and deletes", async () => {
     const { latest, room, deleteSession } = await connected();
     room.remoteParticipants.set("agent", { identity: "agent", attributes: {} });

@@ -57,7 +57,7 @@ export interface AtlasClient {
   speak(text: string): void;
   /** Ask the agent's LLM (conversation mode): `text` on the `lk.chat` topic, as a user turn. */
   askAgent(text: string): void;
-  /** Stop what publishAudio is playing (the avatar stops speaking it). */
+  /** Stop what the avatar is saying: what publishAudio plays, and a conversation agent's reply. */
   interrupt(): void;
   publishAudio(audio: AudioInput): Promise<AudioPlaybackHandle>;
   /** Resume the avatar's voice after the browser blocked autoplay (call from a user gesture). */
@@ -213,14 +213,20 @@ class Client implements AtlasClient {
   }
 
   speak(text: string): void {
-    const room = this.room;
-    if (room === null || text.trim() === "") return;
-    const packet = new TextEncoder().encode(JSON.stringify({ type: "speak", text }));
-    void room.localParticipant.publishData(packet, { reliable: true }).catch(() => undefined);
+    if (text.trim() === "") return;
+    this.sendPacket({ type: "speak", text });
   }
 
   interrupt(): void {
     this.playback?.stop();
+    this.sendPacket({ type: "interrupt" }); // a conversation agent stops its reply
+  }
+
+  private sendPacket(message: Record<string, string>): void {
+    const room = this.room;
+    if (room === null) return;
+    const packet = new TextEncoder().encode(JSON.stringify(message));
+    void room.localParticipant.publishData(packet, { reliable: true }).catch(() => undefined);
   }
 
   publishAudio(audio: AudioInput): Promise<AudioPlaybackHandle> {
