@@ -48,11 +48,12 @@ class Tilts:
         return next((at for at, tilt in self.after if self.is_new(tilt)), None)
 
     def old_after_new(self) -> list[float]:
-        """Arrivals of frames showing the old face again after the new one first showed."""
-        first = self.first_new()
-        return [
-            at for at, t in self.after if first is not None and at > first and not self.is_new(t)
-        ]
+        """Arrivals of frames showing the old face once the crossfade to the new one is over
+        (counted in frames, so a stall does not stretch it)."""
+        first = next((i for i, (_, tilt) in enumerate(self.after) if self.is_new(tilt)), None)
+        if first is None:
+            return []
+        return [at for at, tilt in self.after[first + SETTLE_FRAMES :] if not self.is_new(tilt)]
 
 
 def swap_log(stack: Stack, session_id: str) -> str:
