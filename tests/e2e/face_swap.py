@@ -28,9 +28,7 @@ SETTLE_FRAMES = 2 * math.ceil(RendererOptions().crossfade_s * media.FPS)
 
 @dataclass
 class Swap:
-    session_id: str
     frames: list[media.VideoFrame]  # from a second before the PATCH
-    speech_from: float
     asked: float  # the PATCH sent
     answered: float  # its 200 received
     track_sids: list[str]
@@ -113,9 +111,7 @@ async def swap_mid_speech(stack: Stack) -> Swap:
         await viewer.leave()
         await stack.delete_session(session["session_id"])
     frames = [f for f in viewer.video if asked - 1.0 <= f.at]
-    return Swap(
-        session["session_id"], frames, speech_from, asked, answered, list(viewer.video_track_sids)
-    )
+    return Swap(frames, asked, answered, list(viewer.video_track_sids))
 
 
 def tilts(swap: Swap) -> Tilts:
