@@ -41,7 +41,6 @@ from tests.livekit_server import LiveKitServer, start_livekit_server, stop
 
 OPEN_ABOVE_REST = 0.08  # inner-lip gap / mouth width above the resting value: "open"
 JOIN_LIMIT_S = 180.0
-NEIGHBOUR_SLOT = "<neighbour failures>"  # filled in from their own stack
 
 
 async def latency(stack: Stack, repeats: int) -> list[float]:
@@ -178,7 +177,7 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-async def run(stack: Stack, args: argparse.Namespace) -> str:
+async def run(stack: Stack, args: argparse.Namespace, neighbours: str) -> str:
     lat = await latency(stack, args.repeats)
     rows = []
     best = 0
@@ -209,7 +208,7 @@ async def run(stack: Stack, args: argparse.Namespace) -> str:
             f"(max {1000 * pct(shown, 100):.0f}); largest gap between "
             f"received frames across it p50 {1000 * pct(gaps, 50):.0f} ms "
             f"(max {1000 * pct(gaps, 100):.0f}).",
-            NEIGHBOUR_SLOT,
+            neighbours,
             f"- **Session create** (until the worker joined), {len(made)} creates: "
             f"p50 {1000 * pct(made, 50):.0f} ms, p99 **{1000 * pct(made, 99):.0f} ms**.",
             "",
@@ -231,6 +230,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server, proc = start_livekit_server(Path(tmp))
         try:
+            # the failures need a worker of their own (tests/e2e/faulty_worker.py), on its own
+            # stack, stopped before the main one starts
+            faulty = Path(tmp) / "faulty"
+            faulty.mkdir()
+            failures = asyncio.run(neighbour_failures(faulty, server, args.failures))
             stack = start_stack(
                 Path(tmp),
                 server,
@@ -238,14 +242,9 @@ def main() -> None:
                 ATLAS_AGENT_MAX_STREAMS=str(args.max_sessions + 1),
             )
             try:
-                body = asyncio.run(run(stack, args))
+                body = asyncio.run(run(stack, args, neighbour_line(failures)))
             finally:
                 stack.stop()
-            print(body)
-            faulty = Path(tmp) / "faulty"
-            faulty.mkdir()
-            failures = asyncio.run(neighbour_failures(faulty, server, args.failures))
-            body = body.replace(NEIGHBOUR_SLOT, neighbour_line(failures))
         finally:
             stop(proc)
     command = "bash scripts/services.sh run .venv/bin/python -m bench.realtime_e2e " + (
