@@ -17,6 +17,8 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+import cv2
+
 from agent.metrics import worker_metrics
 from renderer.backends import Backend, BatchingBackend, create_backend
 from renderer.landmarks import shared_landmarker
@@ -45,6 +47,10 @@ class ProcessModels:
             if self._backend is not None:
                 return
             started = time.monotonic()
+            # Sessions are the process's parallelism. OpenCV's own pool splits each remap and
+            # warp of a frame across threads that then spin in sched_yield between slices:
+            # ~0.04 cores a session for nothing (BENCHMARKS.md, capacity).
+            cv2.setNumThreads(1)
             shared_landmarker()
             self._backend = create_backend(self.options)
             if isinstance(self._backend, BatchingBackend):  # every session's frames, batched
