@@ -274,6 +274,30 @@ async def test_frames_leave_as_i420_without_a_copy(generator: LipSyncVideoGenera
     assert float(error.mean()) < 3.0  # the same picture, to chroma subsampling
 
 
+@pytest.mark.parametrize("found_by", ["a frame", "a clear"])
+async def test_audio_the_renderer_rejects_ends_the_session_as_a_failure(
+    face: FaceAsset, options: RendererOptions, clock: FakeClock, found_by: str
+) -> None:
+    """A chunk waits in the inbox until the render thread takes it: whoever finds it bad
+    (the next frame, or a clear behind it) ends the session through the failure listener,
+    and nothing is raised into the caller."""
+    gen = LipSyncVideoGenerator(face=face, options=options, clock=clock)
+    heard: list[BaseException] = []
+    gen.on_failure(heard.append)
+    it = gen.__aiter__()
+    await take_video(it, 1)
+    await gen.push_audio(rtc.AudioFrame(bytes(320), 0, 1, 160))  # a sample rate of 0
+    assert heard == []  # not taken yet: pushing costs no hop to the render thread
+    if found_by == "a clear":
+        await gen.clear_buffer()
+    else:
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(take_video(it, 5), 30)
+    assert len(heard) == 1 and isinstance(heard[0], ValueError)
+    assert gen.failure is heard[0]
+    await gen.aclose()
+
+
 async def test_a_render_error_stops_the_stream_and_is_reported(
     face: FaceAsset, options: RendererOptions, clock: FakeClock
 ) -> None:
